@@ -1,0 +1,196 @@
+"""The generic sampler step: its coefficients, clipping options and result (DESIGN.md, "One generic fused step").
+
+Every first-order sampler update, and every multistep/Heun update given its history, is
+
+    o   = out                      or  u + w (out - u)           (classifier-free guidance)
+    x0  = cx x + co o + cn z       (prediction type -> x0; z the noise; cn only for "churn" samplers)
+    x0c = clip(x0)                 (none | static [lo, hi] | per-sample s_b: clamp(x0, -s_b, s_b) / s_b)
+    eps = ex x + eo o + e0 x0c + en z      (e0 != 0 re-derives eps from the clipped x0)
+    x'  = px x + p0 x0c + pe eps + sum_k ph_k h_k + pn z
+
+Samplers compute these scalars in float64 on the host (`samplers/`); the oracle (`reference.py`) and
+every kernel evaluate exactly these lines in this order (fp32 or better), so that rounding and the
+propagation of NaN/Inf follow the formula as written. A term whose coefficient is exactly 0 is absent:
+it contributes nothing even where its tensor holds Inf or NaN (0 * inf would otherwise invent a NaN).
+
+>>> from fastdiff.step import StepCoeffs
+>>> c = StepCoeffs.from_prediction("epsilon", alpha=0.6, sigma=0.8, p0=0.8, pe=0.6)   # DDIM, eta = 0
+>>> [round(v, 12) for v in c.vector()[:4]]
+[1.666666666667, -1.333333333333, 0.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from . import param
+
+MAX_HISTORY = 3
+
+# Layout of a coefficient vector / one row of a coefficient table (see `CoeffTable`).
+COEFF_FIELDS = ("cx", "co", "cn", "ex", "eo", "e0", "en", "px", "p0", "pe", "pn") + tuple(
+    f"ph{k}" for k in range(MAX_HISTORY)
+)
+
+
+@dataclass(frozen=True)
+class StepCoeffs:
+    """Scalars of one generic step (float64 host values). Unset terms are 0."""
+
+    cx: float = 0.0
+    co: float = 0.0
+    cn: float = 0.0
+    ex: float = 0.0
+    eo: float = 0.0
+    e0: float = 0.0
+    en: float = 0.0
+    px: float = 0.0
+    p0: float = 0.0
+    pe: float = 0.0
+    pn: float = 0.0
+    ph: tuple[float, ...] = field(default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "ph", tuple(float(v) for v in self.ph))
+        if len(self.ph) > MAX_HISTORY:
+            raise ValueError(f"at most {MAX_HISTORY} history terms are supported; got {len(self.ph)}")
+        for f in fields(self):
+            vals = getattr(self, f.name)
+            for v in vals if isinstance(vals, tuple) else (vals,):
+                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"step coefficient {f.name}={v!r} must be a finite number")
+
+    @classmethod
+    def from_prediction(
+        cls,
+        prediction_type: str,
+        alpha: float,
+        sigma: float,
+        *,
+        px: float = 0.0,
+        p0: float = 0.0,
+        pe: float = 0.0,
+        pn: float = 0.0,
+        ph: tuple[float, ...] = (),
+        recompute_eps: bool = False,
+    ) -> StepCoeffs:
+        """x0/eps read from the model output through `param.to_x0_eps` at the current (alpha, sigma).
+
+        `recompute_eps=True` re-derives eps = (x - alpha x0c) / sigma from the clipped x0 (diffusers'
+        `use_clipped_model_output`).
+        """
+        m = param.to_x0_eps(prediction_type, alpha, sigma)
+        if recompute_eps:
+            if sigma == 0:
+                raise ValueError("recompute_eps needs sigma > 0")
+            ex, eo, e0 = 1.0 / sigma, 0.0, -alpha / sigma
+        else:
+            ex, eo, e0 = m.ex, m.eo, 0.0
+        return cls(cx=m.cx, co=m.co, ex=ex, eo=eo, e0=e0, px=px, p0=p0, pe=pe, pn=pn, ph=ph)
+
+    @property
+    def uses_noise(self) -> bool:
+        return self.cn != 0.0 or self.pn != 0.0 or (self.pe != 0.0 and self.en != 0.0)
+
+    def vector(self) -> tuple[float, ...]:
+        """The coefficients in `COEFF_FIELDS` order (history padded with zeros): what kernels receive."""
+        ah = self.ph + (0.0,) * (MAX_HISTORY - len(self.ph))
+        return (self.cx, self.co, self.cn, self.ex, self.eo, self.e0, self.en, self.px, self.p0, self.pe, self.pn) + ah
+
+
+@dataclass
+class CoeffTable:
+    """Coefficients of a whole loop on the device, read at `index` (an int64 device tensor).
+
+    Lets a sampling loop run without host scalars in kernel arguments, e.g. inside a CUDA graph: the
+    loop advances `index` in place (`index += 1`), which a captured graph replays correctly.
+    """
+
+    table: torch.Tensor  # float64 [num_steps, len(COEFF_FIELDS)]
+    index: torch.Tensor  # int64, 0-d, same device
+    num_history: int = 0
+    uses_noise: bool = False
+
+    def advance(self) -> None:
+        """index += 1, in place on the device (capturable in a CUDA graph)."""
+        self.index.add_(1)
+
+    @classmethod
+    def from_coeffs(cls, steps: list[StepCoeffs], device=None, index: torch.Tensor | None = None) -> CoeffTable:
+        if not steps:
+            raise ValueError("a coefficient table needs at least one step")
+        table = torch.tensor([c.vector() for c in steps], dtype=torch.float64, device=device)
+        if index is None:
+            index = torch.zeros((), dtype=torch.int64, device=table.device)
+        return cls(
+            table=table,
+            index=index,
+            num_history=max(len(c.ph) for c in steps),
+            uses_noise=any(c.uses_noise for c in steps),
+        )
+
+
+@dataclass(frozen=True)
+class ClipRange:
+    """Static clipping of x0 to [lo, hi] (diffusers `clip_sample`, `clip_sample_range`)."""
+
+    lo: float
+    hi: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.lo) and math.isfinite(self.hi)) or self.lo > self.hi:
+            raise ValueError(f"clip range must be finite with lo <= hi; got [{self.lo}, {self.hi}]")
+
+
+@dataclass(frozen=True)
+class DynamicThreshold:
+    """Per-sample dynamic thresholding (Imagen, Saharia et al. 2022, section 2.3).
+
+    s_b = clamp(quantile(|x0_b|, ratio), 1, max_value);  x0_b <- clamp(x0_b, -s_b, s_b) / s_b.
+    """
+
+    ratio: float = 0.995
+    max_value: float = 1.0
+
+    def __post_init__(self):
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"dynamic thresholding ratio must be in (0, 1]; got {self.ratio}")
+        if not self.max_value >= 1.0:
+            raise ValueError(f"dynamic thresholding max_value must be >= 1; got {self.max_value}")
+
+
+def normalize_clip(clip) -> ClipRange | DynamicThreshold | None:
+    """None | c (-> [-c, c]) | (lo, hi) | ClipRange | DynamicThreshold."""
+    if clip is None or isinstance(clip, (ClipRange, DynamicThreshold)):
+        return clip
+    if isinstance(clip, bool):
+        raise ValueError("clip=True is ambiguous; pass a range, e.g. clip=1.0 or clip=(-1.0, 1.0)")
+    if isinstance(clip, (int, float)):
+        if not clip > 0:
+            raise ValueError(f"clip={clip!r}: a single number c means [-c, c] and must be > 0")
+        return ClipRange(-float(clip), float(clip))
+    if isinstance(clip, (tuple, list)) and len(clip) == 2:
+        return ClipRange(float(clip[0]), float(clip[1]))
+    raise ValueError(
+        f"clip={clip!r} is not supported; accepted: None, a number c for [-c, c], (lo, hi), "
+        "ClipRange(lo, hi) or DynamicThreshold(ratio, max_value)"
+    )
+
+
+@dataclass
+class StepResult:
+    """What `fused_step` returns. Tensors stay on the sample's device; nothing has synced the host.
+
+    prev_sample: x' (dtype of x). pred_x0: the clipped x0 when asked for, else None.
+    clipped: int64 0-d count of x0 elements the clip changed. stats / x0_stats: `TensorStats` of the
+    stored x' and x0c when `stats=True`, else None.
+    """
+
+    prev_sample: torch.Tensor
+    pred_x0: torch.Tensor | None
+    clipped: torch.Tensor
+    stats: object | None = None
+    x0_stats: object | None = None
