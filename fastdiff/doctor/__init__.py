@@ -1,0 +1,55 @@
+"""The doctor: judge a probe log against the failures of the five reports, and active checks on models.
+
+>>> from fastdiff.doctor import diagnose     # diagnose("run.jsonl", out="report.md", json_path="report.json")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoints import checkpoint_diff
+from .flow import alignment_finding, alignment_per_t, shoot, teacher_euler
+from .log import LogError, RunLog, read_log
+from .report import Report, histogram_plot, plot_log
+from .rules import RULES, Finding, evaluate
+from .samples import compare_samples
+from .targets import which_target
+
+
+def diagnose(
+    log: str | Path | RunLog,
+    *,
+    out: str | Path | None = None,
+    json_path: str | Path | None = None,
+    data_range: tuple[float, float] | None = None,
+    plots: bool = True,
+) -> Report:
+    """Evaluate every rule on a log; write the Markdown report (with plots beside it) and the JSON twin."""
+    run = log if isinstance(log, RunLog) else read_log(log)
+    report = Report(findings=evaluate(run, data_range=data_range), log=run)
+    if out is not None and plots:
+        out_path = Path(out)
+        report.plots = plot_log(run, out_path.parent, prefix=out_path.stem + "_")
+    report.write(out, json_path)
+    return report
+
+
+__all__ = [
+    "RULES",
+    "Finding",
+    "LogError",
+    "Report",
+    "RunLog",
+    "alignment_finding",
+    "alignment_per_t",
+    "checkpoint_diff",
+    "compare_samples",
+    "diagnose",
+    "evaluate",
+    "histogram_plot",
+    "plot_log",
+    "read_log",
+    "shoot",
+    "teacher_euler",
+    "which_target",
+]
