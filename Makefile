@@ -27,7 +27,8 @@ bench: $(STAMP)
 	$(PY) -m fastdiff bench --quick
 
 lint: $(STAMP)
-	$(PY) -m ruff check fastdiff tests benchmarks
+	$(PY) -m ruff check $(wildcard fastdiff tests benchmarks)
+	$(PY) -m ruff format --check $(wildcard fastdiff tests benchmarks)
 
 clean:
 	rm -rf build *.egg-info fastdiff/*.so $(VENV)
