@@ -15,5 +15,9 @@ def backend_params(device: str = "cpu"):
 
 
 # Triton on the CPU runs in the interpreter: keep hypothesis example counts and sizes small there.
+# The active hypothesis profile scales every count (HYPOTHESIS_PROFILE=thorough: 10x).
 def examples_for(backend: str, default: int = 30) -> int:
-    return 8 if backend == "triton" else default
+    from hypothesis import settings
+
+    scale = max(1, settings.default.max_examples // 30)
+    return (8 if backend == "triton" else default) * scale

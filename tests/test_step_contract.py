@@ -57,7 +57,7 @@ def step_case(draw, dtypes=FLOAT_DTYPES):
         history=tuple(tensor() for _ in range(n_hist)),
         noise=tensor() if c.uses_noise else None,
         uncond=tensor() if draw(st.booleans()) else None,
-        guidance_scale=draw(st.floats(0.0, 8.0)),
+        guidance_scale=draw(st.one_of(st.just(0.0), st.just(1.0), st.floats(1e-2, 8.0))),
         special=draw(st.sampled_from([False, False, True])),
         out_mode=draw(st.sampled_from(["new", "buffer", "alias_x"])),
         return_x0=draw(st.booleans()),
@@ -122,15 +122,22 @@ def run_case(case, backend):
     else:
         assert r.pred_x0 is None
     assert_tensor_stats(r.stats, r.prev_sample)
-    # clipped count: exact but for elements within rounding distance of a bound
+    # clipped count: exact, except for elements whose x0 lies within rounding distance of a bound — the
+    # kernel computes x0 in fp32 (fp64 for fp64), the oracle in float64, so either side may call those
     if case["clip"] is None:
         assert int(r.clipped) == 0
     else:
-        assert (
-            abs(int(r.clipped) - want_clipped) <= max(1, int(0.01 * x.numel()))
-            if x.dtype != torch.float64
-            else int(r.clipped) == want_clipped
+        _, x0_exact, _ = reference.generic_step(
+            x_before, case["model_output"], case["coeffs"], **{k: v for k, v in ref_kw.items() if k != "clip"}
         )
+        u = 2.0**-53 if x.dtype == torch.float64 else 2.0**-24
+        tol = 8 * u * mag_x0
+        if isinstance(case["clip"], ClipRange):
+            near = ((x0_exact - case["clip"].lo).abs() <= tol) | ((x0_exact - case["clip"].hi).abs() <= tol)
+        else:
+            s = scale.double().reshape((-1,) + (1,) * (x0_exact.dim() - 1))
+            near = (x0_exact.abs() - s).abs() <= tol + 2.0**-24 * s  # s itself is a rounded fp32 quantile
+        assert abs(int(r.clipped) - want_clipped) <= int(near.sum()), (int(r.clipped), want_clipped, int(near.sum()))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
