@@ -278,7 +278,9 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tens
 
 
 def beta_sigmas(sigma_min: float, sigma_max: float, n: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
-    """Beta-distribution ladder (Lee et al. 2024): s_min + ppf(1 - i/(n-1); alpha, beta) (s_max - s_min). Needs scipy."""
+    """Beta-distribution ladder (Lee et al. 2024): s_min + ppf(1 - i/(n-1); alpha, beta) (s_max - s_min).
+
+    Needs scipy."""
     n = _check_positive_int("num_inference_steps", n)
     try:
         from scipy.stats import beta as beta_dist

@@ -112,7 +112,7 @@ def _churn(sig: list[float], s_churn: float, s_tmin: float, s_tmax: float, s_noi
 
 
 def _initial_churn(x: torch.Tensor, scale: float, generator) -> torch.Tensor:
-    """The first step's churn, the one noise addition outside a fused step (later ones are fused into the step before)."""
+    """The first step's churn: the one noise addition outside a fused step (later ones join the step before)."""
     if scale == 0.0:
         return x
     noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else x.device, dtype=x.dtype)
