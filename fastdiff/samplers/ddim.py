@@ -34,8 +34,10 @@ def ddim_coeffs(
     """One DDIM step from abar_t to abar' (module docstring), as diffusers' DDIMScheduler.step."""
     p = check_prediction_type(prediction_type, VP_PREDICTION_TYPES, "ddim")
     ac_t, ac_prev, eta = float(alpha_cumprod_t), float(alpha_cumprod_prev), float(eta)
-    if not (0.0 < ac_t < 1.0 and 0.0 < ac_prev <= 1.0):
-        raise ValueError(f"alphas_cumprod must be in (0, 1); got abar_t={ac_t}, abar_prev={ac_prev}")
+    if not (0.0 <= ac_t < 1.0 and ac_t <= ac_prev <= 1.0):
+        raise ValueError(
+            f"need 0 <= abar_t <= abar_prev <= 1 (a step towards less noise), abar_t < 1; got abar_t={ac_t}, abar_prev={ac_prev}"
+        )
     if not (math.isfinite(eta) and eta >= 0.0):
         raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
     variance = (1.0 - ac_prev) / (1.0 - ac_t) * (1.0 - ac_t / ac_prev)
@@ -56,6 +58,10 @@ def ddim_coeffs(
         pn=std,
         recompute_eps=use_clipped_model_output,
     )
+
+
+def _ve_sigma(alpha_cumprod: float) -> float:
+    return math.sqrt((1.0 - alpha_cumprod) / alpha_cumprod) if alpha_cumprod > 0 else math.inf
 
 
 def ddim(
@@ -86,8 +92,8 @@ def ddim(
         PlannedStep(
             coeffs=ddim_coeffs(float(ac[t]), a_prev, eta, prediction_type, use_clipped_model_output),
             model_time=t,
-            sigma=math.sqrt((1.0 - float(ac[t])) / float(ac[t])),
-            sigma_next=math.sqrt((1.0 - a_prev) / a_prev),
+            sigma=_ve_sigma(float(ac[t])),
+            sigma_next=_ve_sigma(a_prev),
         )
         for t, a_prev in zip(ts, prev)
     )
