@@ -119,10 +119,13 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
         st = ops.tensor_stats(x_t).to_dict()
         want_mean, want_std = a * m0, math.sqrt(a * a * v0 + s * s)
         forward.append({"t": t, "mean": st["mean"], "std": st["std"], "want_mean": want_mean, "want_std": want_std})
-        print_fn(f"  {t:>5} {a:>7.4f} {s:>7.4f} | {st['mean']:>9.4f} {want_mean:>9.4f} | {st['std']:>8.4f} {want_std:>9.4f}")
+        print_fn(
+            f"  {t:>5} {a:>7.4f} {s:>7.4f} | {st['mean']:>9.4f} {want_mean:>9.4f} | {st['std']:>8.4f} {want_std:>9.4f}"
+        )
     result["forward"] = forward
 
-    print_fn(f"\n== 2. train a tiny 1-D U-Net (epsilon prediction, <= {train_steps} steps / {train_seconds:.0f}s, CPU) ==")
+    budget = f"<= {train_steps} steps / {train_seconds:.0f}s"
+    print_fn(f"\n== 2. train a tiny 1-D U-Net (epsilon prediction, {budget}, CPU) ==")
     torch.manual_seed(seed)
     net = UNet1D(channels=(16, 32), t_dim=32)
     n_params = sum(p.numel() for p in net.parameters())
@@ -141,8 +144,8 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
         "dpmpp_2m": dpmpp(schedule, max(num_steps * 2 // 3, 2)),
     }
     mr = moments(real)
-    header = f"  {'':<12} {'mean':>7} {'std':>7} {'skew':>7} {'q05':>7} {'q50':>7} {'q95':>7} {'W1(real)':>9} {'clipped':>8}"
-    print_fn(header)
+    cols = "".join(f" {c:>7}" for c in ("mean", "std", "skew", "q05", "q50", "q95"))
+    print_fn(f"  {'':<12}{cols} {'W1(real)':>9} {'clipped':>8}")
     row = "  {:<12} {mean:>7.3f} {std:>7.3f} {skew:>7.3f} {q05:>7.3f} {q50:>7.3f} {q95:>7.3f}"
     print_fn(row.format("real", **mr))
     generated, result["samplers"] = {}, {}

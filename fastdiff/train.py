@@ -76,7 +76,9 @@ def train_denoiser(
     """
     p = param.canonical(prediction_type)
     if p != "flow" and not isinstance(schedule, Schedule):
-        raise ValueError(f"prediction_type={prediction_type!r} trains on a VP schedule; pass schedule=Schedule.make(...)")
+        raise ValueError(
+            f"prediction_type={prediction_type!r} trains on a VP schedule; pass schedule=Schedule.make(...)"
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
     if not isinstance(data, torch.Tensor) or data.dim() < 2 or data.shape[0] < 1:

@@ -183,7 +183,8 @@ def test_euler(noise, prediction_type, spacing, ladder):
         (dict(prediction_type="v_prediction", rescale_betas_zero_snr=True),
          dict(prediction_type="v_prediction"), {}),
         ({}, dict(s_churn=2.0, s_noise=1.003), dict(s_churn=2.0, s_noise=1.003)),
-        (dict(prediction_type="v_prediction"), dict(prediction_type="v_prediction", s_churn=1.0, s_tmin=0.5, s_tmax=5.0),
+        (dict(prediction_type="v_prediction"),
+         dict(prediction_type="v_prediction", s_churn=1.0, s_tmin=0.5, s_tmax=5.0),
          dict(s_churn=1.0, s_tmin=0.5, s_tmax=5.0)),
     ],
 )  # fmt: skip
@@ -209,8 +210,13 @@ def test_euler_ancestral(noise, prediction_type, spacing):
 @pytest.mark.parametrize("spacing", ["linspace", "trailing"])
 @pytest.mark.parametrize("ladder", [None, "karras"])
 def test_heun(noise, prediction_type, spacing, ladder):
-    d = diffusers.HeunDiscreteScheduler(prediction_type=prediction_type, timestep_spacing=spacing,
-                                        use_karras_sigmas=ladder == "karras", clip_sample=True, clip_sample_range=2.0)  # fmt: skip
+    d = diffusers.HeunDiscreteScheduler(
+        prediction_type=prediction_type,
+        timestep_spacing=spacing,
+        use_karras_sigmas=ladder == "karras",
+        clip_sample=True,
+        clip_sample_range=2.0,
+    )
     s = Schedule.from_alphas_cumprod(d.alphas_cumprod)
     want = diffusers_loop(d, 8, noise)
     smp = heun(s, 8, prediction_type=prediction_type, timestep_spacing=spacing, sigma_schedule=ladder)

@@ -36,7 +36,8 @@ def ddim_coeffs(
     ac_t, ac_prev, eta = float(alpha_cumprod_t), float(alpha_cumprod_prev), float(eta)
     if not (0.0 <= ac_t < 1.0 and ac_t <= ac_prev <= 1.0):
         raise ValueError(
-            f"need 0 <= abar_t <= abar_prev <= 1 (a step towards less noise), abar_t < 1; got abar_t={ac_t}, abar_prev={ac_prev}"
+            f"need 0 <= abar_t <= abar_prev <= 1 and abar_t < 1 (a step towards less noise); "
+            f"got abar_t={ac_t}, abar_prev={ac_prev}"
         )
     if not (math.isfinite(eta) and eta >= 0.0):
         raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")

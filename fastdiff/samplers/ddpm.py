@@ -54,7 +54,8 @@ def ddpm_coeffs(
     ac_t, ac_prev = float(alpha_cumprod_t), float(alpha_cumprod_prev)
     if not (0.0 <= ac_t < 1.0 and ac_t <= ac_prev <= 1.0):
         raise ValueError(
-            f"need 0 <= abar_t <= abar_prev <= 1 (a step towards less noise), abar_t < 1; got abar_t={ac_t}, abar_prev={ac_prev}"
+            f"need 0 <= abar_t <= abar_prev <= 1 and abar_t < 1 (a step towards less noise); "
+            f"got abar_t={ac_t}, abar_prev={ac_prev}"
         )
     alpha_t = ac_t / ac_prev  # this step's alpha and beta
     beta_t = 1.0 - alpha_t
