@@ -353,6 +353,8 @@ def flow_sigmas(
     if shift_terminal:
         if not 0.0 < shift_terminal < 1.0:
             raise ValueError(f"shift_terminal must be in (0, 1); got {shift_terminal!r}")
+        if n < 2:
+            raise ValueError("shift_terminal needs num_inference_steps >= 2 (one step has no last sigma to stretch)")
         one_minus = 1.0 - sigmas  # stretch (1 - s) so that its last value is 1 - shift_terminal
         sigmas = 1.0 - one_minus / (one_minus[-1] / (1.0 - shift_terminal))
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if terminal else sigmas

@@ -17,6 +17,10 @@ phi2 = (e^{-hh} - 1) / hh + 1, phi3 = phi2 / hh - 1/2):
 All terms are linear in (x, x0, m1, m2, z): one generic step with the earlier x0s as history. (alpha,
 sigma) are the VP coefficients of the VE sigma (alpha = 1 / sqrt(1 + sigma^2)) or the flow path's (1 - s, s).
 
+Orders 1 and 2 ("heun") integrate x0 polynomials of their degree exactly (the exponential integrator).
+The 3rd-order update is the published one (DPM-Solver's code, diffusers, k-diffusion): D2 = h^2 x0''/2
+gets the weight -phi3, half of the integrator's -2 phi3 (tests/test_samplers.py shows both facts).
+
 >>> c = dpmpp_coeffs("sample", 1.0, 2.0, 1.0, 1.0)   # VE form, first order: x' = x / 2 + x0 / 2
 >>> c.px, c.p0
 (0.5, 0.5)
@@ -189,8 +193,8 @@ def dpmpp(
     VP schedule: model(x, t) with integer t. `use_flow_sigmas`: the flow path (schedule may be None),
     model time sigma * num_train_timesteps, prediction types flow/sample/epsilon.
 
-    `sde=True, solver_order=3` is k-diffusion's dpmpp_3m_sde update (the exponential integrator's exact
-    weights). diffusers' 3rd-order "sde-dpmsolver++" differs: its D2 weight
+    `sde=True, solver_order=3` is k-diffusion's dpmpp_3m_sde update (-alpha_t phi3 D2 with hh = 2h, the
+    analogue of the ODE's). diffusers' 3rd-order "sde-dpmsolver++" differs: its D2 weight
     alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2) tends to -alpha_t (not 0) as h -> 0.
     """
     if solver_type not in SOLVER_TYPES:
@@ -239,4 +243,4 @@ def dpmpp(
         s_noise=s_noise,
     )
     options = dict(solver_order=solver_order, sde=sde, solver_type=solver_type, sigma_schedule=sigma_schedule)
-    return Sampler("dpmpp", p, tuple(steps), 1.0, time_dtype, options)
+    return Sampler("dpmpp", p, tuple(steps), 1.0, time_dtype, options, "flow" if use_flow_sigmas else "vp")

@@ -165,7 +165,7 @@ def euler(
         final_sigmas_type=final_sigmas_type,
         s_churn=s_churn,
     )
-    return Sampler("euler", p, tuple(steps), math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options)
+    return Sampler("euler", p, tuple(steps), math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options, "ve")
 
 
 def euler_ancestral(
@@ -197,4 +197,4 @@ def euler_ancestral(
         for i in range(len(times))
     )
     options = dict(timestep_spacing=timestep_spacing, eta=eta)
-    return Sampler("euler_ancestral", p, steps, math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options)
+    return Sampler("euler_ancestral", p, steps, math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options, "ve")

@@ -76,4 +76,4 @@ def flow_euler(
         for i in range(len(times))
     )
     options = dict(shift=shift, mu=mu, stochastic=stochastic, sigma_schedule=sigma_schedule)
-    return Sampler("flow_euler", p, steps, 1.0, torch.float32, options)
+    return Sampler("flow_euler", p, steps, 1.0, torch.float32, options, "flow")

@@ -88,4 +88,4 @@ def heun(
                 )
             )
     options = dict(timestep_spacing=timestep_spacing, sigma_schedule=sigma_schedule)
-    return Sampler("heun", p, tuple(steps), math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options)
+    return Sampler("heun", p, tuple(steps), math.sqrt(float(sig[0]) ** 2 + 1.0), torch.float32, options, "ve")

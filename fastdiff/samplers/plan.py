@@ -36,6 +36,7 @@ from ..step import CoeffTable, StepCoeffs
 # Names of the tensors a step can take as history (see `PlannedStep.history`).
 HISTORY_SOURCES = ("x0_1", "x0_2", "x_saved")
 
+PATHS = ("vp", "ve", "flow")
 VP_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 FLOW_PREDICTION_TYPES = ("flow", "sample", "epsilon")
 
@@ -72,6 +73,10 @@ class PlannedStep:
 class Sampler:
     """A native sampler: its name, options, and the plan of the whole loop (see module docstring).
 
+    `path` is what the loop's x is: "vp" (alpha x0 + sigma eps with alpha^2 + sigma^2 = 1), "ve"
+    (x0 + sigma eps: the Euler family) or "flow" ((1 - s) x0 + s eps). The steps' `sigma` is always the
+    VE noise level sigma / alpha, except on the flow path where it is the flow time s.
+
     >>> from fastdiff.schedule import Schedule
     >>> from fastdiff.samplers import ddim
     >>> s = ddim(Schedule.make("linear"), 10)
@@ -85,10 +90,13 @@ class Sampler:
     init_noise_sigma: float = 1.0
     time_dtype: torch.dtype = torch.float32
     options: dict = field(default_factory=dict)
+    path: str = "vp"
 
     def __post_init__(self):
         if not self.steps:
             raise ValueError(f"sampler {self.name!r} has no steps")
+        if self.path not in PATHS:
+            raise ValueError(f"path={self.path!r} is not one of {', '.join(PATHS)}")
 
     def __len__(self) -> int:
         return len(self.steps)
