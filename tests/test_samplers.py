@@ -255,31 +255,36 @@ def test_dpmpp_is_exact_for_polynomial_x0(eta, order):
     as diffusers / k-diffusion implement it (and as here, to match them) gives the quadratic part of x0
     exactly half the integrator's weight (-phi3 D2 with D2 = h^2 x0''/2, where the integral is -2 phi3 D2).
     """
-    from scipy.integrate import quad
-
     g = torch.Generator().manual_seed(order * 10 + int(eta * 2))
     for _ in range(5):
         lams = torch.cumsum(0.2 + torch.rand(order + 1, generator=g, dtype=torch.float64), 0) - 2.0
-        lam_prev, lam_s, lam_t = lams[: order - 1].flip(0).tolist(), float(lams[order - 1]), float(lams[order])
         coef = torch.randn(order, generator=g, dtype=torch.float64).tolist()
-        # x0 = c0 + c1 u + c2 u^2 / 2 with u = lam - lam_s; the 3M update weighs the u^2 term by 1/2
-        weight = [1.0, 1.0, 0.5]
+        _check_polynomial_step(lams.tolist(), coef, eta)
 
-        def x0(lam, w=(1.0, 1.0, 1.0)):
-            return sum(w[k] * c * (lam - lam_s) ** k / math.factorial(k) for k, c in enumerate(coef))
 
-        def a_s(lam):  # VP alpha, sigma at log-SNR/2 = lam
-            return 1.0 / math.sqrt(1.0 + math.exp(-2 * lam)), 1.0 / math.sqrt(1.0 + math.exp(2 * lam))
+def _vp(lam: float) -> tuple[float, float]:
+    """VP (alpha, sigma) at lam = log(alpha / sigma)."""
+    return 1.0 / math.sqrt(1.0 + math.exp(-2 * lam)), 1.0 / math.sqrt(1.0 + math.exp(2 * lam))
 
-        (as_, ss), (at, st) = a_s(lam_s), a_s(lam_t)
-        c = dpmpp_coeffs("sample", as_, ss, at, st, tuple(a_s(lp) for lp in lam_prev), eta=eta, solver_type="heun")
-        x_s = 0.37
-        got = c.px * x_s + c.p0 * x0(lam_s) + sum(ph * x0(lp) for ph, lp in zip(c.ph, lam_prev))
-        kernel = lambda lam: math.exp(-(1 + eta) * (lam_t - lam)) * x0(lam, weight)  # noqa: E731
-        integral = quad(kernel, lam_s, lam_t, epsabs=1e-14)[0]
-        want = st / ss * math.exp(-eta * (lam_t - lam_s)) * x_s + at * (1 + eta) * integral
-        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
-        assert math.isclose(c.pn, st * math.sqrt(-math.expm1(-2 * eta * (lam_t - lam_s))), abs_tol=1e-15)
+
+def _check_polynomial_step(lams: list[float], coef: list[float], eta: float) -> None:
+    from scipy.integrate import quad
+
+    order = len(coef)
+    lam_prev, lam_s, lam_t = lams[: order - 1][::-1], lams[order - 1], lams[order]
+    weight = (1.0, 1.0, 0.5)  # the 3M update weighs the quadratic part by 1/2
+
+    def x0(lam: float, w=(1.0, 1.0, 1.0)) -> float:  # c0 + c1 u + c2 u^2 / 2, u = lam - lam_s
+        return sum(w[k] * c * (lam - lam_s) ** k / math.factorial(k) for k, c in enumerate(coef))
+
+    (as_, ss), (at, st) = _vp(lam_s), _vp(lam_t)
+    c = dpmpp_coeffs("sample", as_, ss, at, st, tuple(_vp(lp) for lp in lam_prev), eta=eta, solver_type="heun")
+    x_s = 0.37
+    got = c.px * x_s + c.p0 * x0(lam_s) + sum(ph * x0(lp) for ph, lp in zip(c.ph, lam_prev))
+    integral = quad(lambda lam: math.exp(-(1 + eta) * (lam_t - lam)) * x0(lam, weight), lam_s, lam_t, epsabs=1e-14)
+    want = st / ss * math.exp(-eta * (lam_t - lam_s)) * x_s + at * (1 + eta) * integral[0]
+    assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(c.pn, st * math.sqrt(-math.expm1(-2 * eta * (lam_t - lam_s))), abs_tol=1e-15)
 
 
 def test_change_variables_matches_ve_loop(schedule):

@@ -1,4 +1,4 @@
-"""schedule.py against diffusers (its float32 values, so within float32 rounding) and check_schedule on broken schedules."""
+"""schedule.py against diffusers (its float32 values: within float32 rounding); check_schedule on broken schedules."""
 
 from __future__ import annotations
 
