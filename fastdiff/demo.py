@@ -98,7 +98,7 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     torch.manual_seed(seed)
     length, n_data = 64, 2048
     # training stops at the step or time budget, whichever comes first (the CPU may be shared)
-    train_steps, train_seconds, n_samples, num_steps = (150, 10.0, 96, 10) if quick else (1000, 50.0, 384, 30)
+    train_steps, train_seconds, n_samples, num_steps = (150, 10.0, 96, 10) if quick else (1000, 45.0, 384, 30)
     schedule = Schedule.make("linear", 1000)
     data = spectra(n_data, length=length, seed=seed)
     result: dict = {}

@@ -251,7 +251,7 @@ def test_flow_euler(noise, stochastic, kw, native_kw, set_kw):
 @pytest.mark.parametrize("n", [8, 20])
 def test_dpmpp(noise, order, sde, solver_type, n):
     if sde and order == 3:
-        pytest.skip("diffusers' 3rd-order SDE update differs from the exponential integrator (test_samplers.py)")
+        pytest.skip("diffusers' 3rd-order SDE update differs from k-diffusion's dpmpp_3m_sde (test_samplers.py)")
     d = diffusers.DPMSolverMultistepScheduler(
         solver_order=order, algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++", solver_type=solver_type
     )

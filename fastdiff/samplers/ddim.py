@@ -82,7 +82,8 @@ def ddim(
 
     Each step goes to the next timestep of the list. (diffusers' DDIMScheduler steps to t - T // n,
     which is the next timestep for "leading" spacing and for "trailing" when n divides T, but not for
-    "linspace": there it skips or repeats noise levels.)
+    "linspace": there the sample lands at a noise level the next model call is not told about, e.g.
+    999 -> 899 followed by a call at t = 888.)
     """
     check_prediction_type(prediction_type, VP_PREDICTION_TYPES, "ddim")
     ts = vp_timesteps(schedule, num_inference_steps, timestep_spacing, steps_offset, timesteps)
