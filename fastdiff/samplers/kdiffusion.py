@@ -115,7 +115,8 @@ def _initial_churn(x: torch.Tensor, scale: float, generator) -> torch.Tensor:
     """The first step's churn: the one noise addition outside a fused step (later ones join the step before)."""
     if scale == 0.0:
         return x
-    noise = torch.randn(x.shape, generator=generator, device=generator.device if generator else x.device, dtype=x.dtype)
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     return x + scale * noise.to(x.device)
 
 
