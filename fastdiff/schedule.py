@@ -211,11 +211,14 @@ def timesteps(
     num_inference_steps: int,
     spacing: str = "leading",
     steps_offset: int = 0,
+    *,
+    rounded: bool = True,
 ) -> torch.Tensor:
-    """Integer timesteps from high noise to low, as in diffusers' DDIM/DDPM `set_timesteps` (int64).
+    """Timesteps from high noise to low, as in diffusers' DDPM/DDIM (int64) and Euler-family (float) `set_timesteps`.
 
-    linspace: round(linspace(0, T-1, n)) reversed; leading: arange(n) * (T // n) + offset, reversed;
-    trailing: round(arange(T, 0, -T/n)) - 1 (Lin et al. 2023, table 2).
+    linspace: linspace(0, T-1, n) reversed (rounded to integers unless `rounded=False`: the Euler
+    schedulers keep them fractional); leading: arange(n) * (T // n) + offset, reversed; trailing:
+    round(arange(T, 0, -T/n)) - 1 (Lin et al. 2023, table 2). int64 when rounded, else float64.
     """
     T = _check_positive_int("num_train_timesteps", num_train_timesteps)
     n = _check_positive_int("num_inference_steps", num_inference_steps)
@@ -223,12 +226,41 @@ def timesteps(
     if n > T:
         raise ValueError(f"num_inference_steps={n} is larger than num_train_timesteps={T}; accepted: 1 .. {T}")
     if spacing == "linspace":
-        ts = np.linspace(0, T - 1, n).round()[::-1].copy().astype(np.int64)
+        ts = np.linspace(0, T - 1, n)[::-1]
+        ts = ts.round() if rounded else ts
     elif spacing == "leading":
-        ts = (np.arange(0, n) * (T // n)).round()[::-1].copy().astype(np.int64) + steps_offset
+        ts = (np.arange(0, n) * (T // n)).round()[::-1] + steps_offset
     else:
-        ts = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
-    return torch.from_numpy(ts)
+        ts = np.round(np.arange(T, 0, -T / n)) - 1
+    ts = np.ascontiguousarray(ts)
+    return torch.from_numpy(ts.astype(np.int64)) if rounded else torch.from_numpy(ts.astype(np.float64))
+
+
+def solver_timesteps(
+    num_train_timesteps: int,
+    num_inference_steps: int,
+    spacing: str = "linspace",
+    steps_offset: int = 0,
+    last_timestep: int | None = None,
+) -> torch.Tensor:
+    """Integer timesteps of diffusers' multistep solvers (DPM-Solver): a grid of n + 1 points from
+    `last_timestep - 1` down to 0 with the final 0 dropped (linspace, leading), or the trailing grid.
+
+    `last_timestep` (default T) is where `lambda_min_clipped` cuts the schedule off.
+    """
+    T = _check_positive_int("num_train_timesteps", num_train_timesteps)
+    n = _check_positive_int("num_inference_steps", num_inference_steps)
+    _check_choice("timestep_spacing", spacing, TIMESTEP_SPACINGS)
+    last = T if last_timestep is None else _check_positive_int("last_timestep", last_timestep)
+    if n > T:
+        raise ValueError(f"num_inference_steps={n} is larger than num_train_timesteps={T}; accepted: 1 .. {T}")
+    if spacing == "linspace":
+        ts = np.linspace(0, last - 1, n + 1).round()[::-1][:-1]
+    elif spacing == "leading":
+        ts = (np.arange(0, n + 1) * (last // (n + 1))).round()[::-1][:-1] + steps_offset
+    else:
+        ts = np.arange(last, 0, -T / n).round() - 1
+    return torch.from_numpy(np.ascontiguousarray(ts).astype(np.int64))
 
 
 def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> torch.Tensor:
@@ -243,6 +275,19 @@ def exponential_sigmas(sigma_min: float, sigma_max: float, n: int) -> torch.Tens
     """Geometric ladder exp(linspace(log s_max, log s_min, n))."""
     n = _check_positive_int("num_inference_steps", n)
     return torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=_F64).exp()
+
+
+def beta_sigmas(sigma_min: float, sigma_max: float, n: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """Beta-distribution ladder (Lee et al. 2024): s_min + ppf(1 - i/(n-1); alpha, beta) (s_max - s_min).
+
+    Needs scipy."""
+    n = _check_positive_int("num_inference_steps", n)
+    try:
+        from scipy.stats import beta as beta_dist
+    except ImportError as exc:  # pragma: no cover - scipy ships with the test extra
+        raise ImportError("beta sigmas need scipy: pip install scipy") from exc
+    ppf = beta_dist.ppf(1 - np.linspace(0, 1, n), alpha, beta)
+    return torch.from_numpy(sigma_min + ppf * (sigma_max - sigma_min)).to(_F64)
 
 
 def sigma_to_timestep(sigmas: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -292,18 +337,26 @@ def flow_sigmas(
     mu: float | None = None,
     time_shift_type: str = "exponential",
     terminal: bool = True,
+    shift_terminal: float | None = None,
 ) -> torch.Tensor:
     """Flow-matching sigmas (diffusers FlowMatchEulerDiscreteScheduler), shifted, with a final 0.
 
     `mu` given: dynamic shift (`time_shift`); otherwise the static `shift`. As in diffusers, the ladder
     runs linearly from 1 to the *training* sigma_min (which is already shifted when the shift is static)
-    and is then shifted.
+    and is then shifted. `shift_terminal`: stretch 1 - s so that the last sigma is exactly that value.
     """
     n = _check_positive_int("num_inference_steps", num_inference_steps)
     T = _check_positive_int("num_train_timesteps", num_train_timesteps)
     sigma_min = 1.0 / T if mu is not None else float(shift_sigmas(torch.tensor(1.0 / T), shift))
     sigmas = torch.linspace(1.0, sigma_min, n, dtype=_F64)
     sigmas = time_shift(mu, sigmas, time_shift_type) if mu is not None else shift_sigmas(sigmas, shift)
+    if shift_terminal:
+        if not 0.0 < shift_terminal < 1.0:
+            raise ValueError(f"shift_terminal must be in (0, 1); got {shift_terminal!r}")
+        if n < 2:
+            raise ValueError("shift_terminal needs num_inference_steps >= 2 (one step has no last sigma to stretch)")
+        one_minus = 1.0 - sigmas  # stretch (1 - s) so that its last value is 1 - shift_terminal
+        sigmas = 1.0 - one_minus / (one_minus[-1] / (1.0 - shift_terminal))
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if terminal else sigmas
 
 

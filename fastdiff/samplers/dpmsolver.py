@@ -1,0 +1,246 @@
+"""DPM-Solver++ multistep (Lu et al. 2022, "DPM-Solver++", alg. 2 and its 3rd-order form) and SDE-DPM-Solver++.
+
+With lambda = log(alpha / sigma), h = lambda_t - lambda_s, the data-prediction update from s to t is
+
+    x_t = (sigma_t / sigma_s) e^{-eta h} x_s + alpha_t (1 - e^{-(1 + eta) h}) D0 + (higher-order terms)
+          + sigma_t sqrt(1 - e^{-2 eta h}) s_noise z
+
+eta = 0 is the ODE solver (DPM-Solver++), eta = 1 SDE-DPM-Solver++ (diffusers' "sde-dpmsolver++";
+k-diffusion's dpmpp_2m_sde). D0 = x0 now; with earlier x0s m1, m2 at lambda_{s1}, lambda_{s2}
+(r0 = (lambda_s - lambda_{s1}) / h, r1 = (lambda_{s1} - lambda_{s2}) / h, hh = (1 + eta) h,
+phi2 = (e^{-hh} - 1) / hh + 1, phi3 = phi2 / hh - 1/2):
+
+    2nd order  D1 = (x0 - m1) / r0;  + alpha_t (1 - e^{-hh}) / 2 D1  (midpoint)  or  + alpha_t phi2 D1  (heun)
+    3rd order  D1_0 = (x0 - m1) / r0, D1_1 = (m1 - m2) / r1, D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),
+               D2 = (D1_0 - D1_1) / (r0 + r1);   + alpha_t phi2 D1 - alpha_t phi3 D2
+
+All terms are linear in (x, x0, m1, m2, z): one generic step with the earlier x0s as history. (alpha,
+sigma) are the VP coefficients of the VE sigma (alpha = 1 / sqrt(1 + sigma^2)) or the flow path's (1 - s, s).
+
+Orders 1 and 2 ("heun") integrate x0 polynomials of their degree exactly (the exponential integrator).
+The 3rd-order update is the published one (DPM-Solver's code, diffusers, k-diffusion): D2 = h^2 x0''/2
+gets the weight -phi3, half of the integrator's -2 phi3 (tests/test_samplers.py shows both facts).
+
+>>> c = dpmpp_coeffs("sample", 1.0, 2.0, 1.0, 1.0)   # VE form, first order: x' = x / 2 + x0 / 2
+>>> c.px, c.p0
+(0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..schedule import Schedule
+from ..step import StepCoeffs
+from . import ladders
+from .plan import (
+    FLOW_PREDICTION_TYPES,
+    VP_PREDICTION_TYPES,
+    PlannedStep,
+    Sampler,
+    check_prediction_type,
+    check_steps,
+    ve_to_vp,
+)
+
+SOLVER_TYPES = ("midpoint", "heun")
+
+
+def _lam(alpha: float, sigma: float) -> float:
+    return math.log(alpha) - math.log(sigma)
+
+
+def dpmpp_coeffs(
+    prediction_type: str,
+    alpha_s: float,
+    sigma_s: float,
+    alpha_t: float,
+    sigma_t: float,
+    previous: tuple[tuple[float, float], ...] = (),
+    *,
+    eta: float = 0.0,
+    solver_type: str = "midpoint",
+    s_noise: float = 1.0,
+) -> StepCoeffs:
+    """One DPM-Solver++ step from (alpha_s, sigma_s) to (alpha_t, sigma_t) (module docstring).
+
+    `previous`: the (alpha, sigma) at which the history x0s were predicted, most recent first; the order
+    is 1 + len(previous) (at most 3). A step into sigma_t = 0 returns x0 (history unused: pass none).
+    The x0 is read from the model output at (alpha_s, sigma_s) through `param.py`.
+    """
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
+    if len(previous) > 2:
+        raise ValueError(f"DPM-Solver++ goes up to 3rd order (2 previous x0s); got {len(previous)} previous")
+    if not (eta >= 0.0 and math.isfinite(eta)):
+        raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
+    read = StepCoeffs.from_prediction(prediction_type, alpha_s, sigma_s)
+    if sigma_t == 0.0:
+        if previous:
+            raise ValueError("a step into sigma = 0 is first order (x' = x0); pass no previous x0s")
+        return StepCoeffs(cx=read.cx, co=read.co, p0=1.0)
+    h = _lam(alpha_t, sigma_t) - _lam(alpha_s, sigma_s)
+    hh = (1.0 + eta) * h
+    px = sigma_t / sigma_s * math.exp(-eta * h)
+    c0 = -alpha_t * math.expm1(-hh)  # alpha_t (1 - e^{-hh})
+    pn = sigma_t * math.sqrt(-math.expm1(-2.0 * eta * h)) * s_noise if eta > 0 else 0.0
+    phi2 = math.expm1(-hh) / hh + 1.0
+    p0, ph = c0, ()
+    if len(previous) == 1:
+        r0 = (_lam(alpha_s, sigma_s) - _lam(*previous[0])) / h
+        k = 0.5 * c0 if solver_type == "midpoint" else alpha_t * phi2  # coefficient of D1 = (x0 - m1) / r0
+        p0, ph = c0 + k / r0, (-k / r0,)
+    elif len(previous) == 2:
+        lam1, lam2 = _lam(*previous[0]), _lam(*previous[1])
+        r0, r1 = (_lam(alpha_s, sigma_s) - lam1) / h, (lam1 - lam2) / h
+        a, b = alpha_t * phi2, alpha_t * (phi2 / hh - 0.5)  # + a D1 - b D2
+        u = a * (1.0 + r0 / (r0 + r1)) - b / (r0 + r1)  # coefficient of D1_0
+        w = (b - a * r0) / (r0 + r1)  # coefficient of D1_1
+        p0, ph = c0 + u / r0, (-u / r0 + w / r1, -w / r1)
+    return StepCoeffs(cx=read.cx, co=read.co, px=px, p0=p0, pn=pn, ph=ph)
+
+
+def solver_orders(
+    num_steps: int,
+    solver_order: int,
+    *,
+    lower_order_final: bool = True,
+    euler_at_final: bool = False,
+    final_is_zero: bool = True,
+) -> list[int]:
+    """The order of each step of diffusers' DPMSolverMultistepScheduler: warm-up from 1, and lower orders
+    at the end (`lower_order_final` for fewer than 15 steps; always first order into sigma = 0)."""
+    if solver_order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3; got {solver_order!r}")
+    orders = []
+    for i in range(num_steps):
+        last = i == num_steps - 1 and (euler_at_final or (lower_order_final and num_steps < 15) or final_is_zero)
+        second_last = i == num_steps - 2 and lower_order_final and num_steps < 15
+        warm = min(i, solver_order)  # earlier x0s available
+        if solver_order == 1 or warm < 1 or last:
+            orders.append(1)
+        elif solver_order == 2 or warm < 2 or second_last:
+            orders.append(2)
+        else:
+            orders.append(3)
+    return orders
+
+
+def plan_multistep(
+    prediction_type: str,
+    model_times: list,
+    sigmas: list[float],
+    alpha_sigma,
+    orders: list[int],
+    *,
+    eta: float,
+    solver_type: str,
+    s_noise: float = 1.0,
+    input_scales: list[float] | None = None,
+) -> list[PlannedStep]:
+    """The planned steps of a multistep DPM-Solver++ loop over `sigmas` with the given orders."""
+    steps = []
+    for i, order in enumerate(orders):
+        a_s, s_s = alpha_sigma(sigmas[i])
+        a_t, s_t = alpha_sigma(sigmas[i + 1])
+        previous = tuple(alpha_sigma(sigmas[i - k]) for k in range(1, order))
+        steps.append(
+            PlannedStep(
+                coeffs=dpmpp_coeffs(
+                    prediction_type, a_s, s_s, a_t, s_t, previous, eta=eta, solver_type=solver_type, s_noise=s_noise
+                ),
+                model_time=model_times[i],
+                input_scale=1.0 if input_scales is None else input_scales[i],
+                history=("x0_1", "x0_2")[: order - 1],
+                keep_x0=max(orders[i + 1 :], default=1) > 1,
+                sigma=sigmas[i],
+                sigma_next=sigmas[i + 1],
+            )
+        )
+    return steps
+
+
+def flow_alpha_sigma(s: float) -> tuple[float, float]:
+    return 1.0 - s, s
+
+
+def dpmpp(
+    schedule: Schedule | None,
+    num_inference_steps: int,
+    *,
+    solver_order: int = 2,
+    prediction_type: str = "epsilon",
+    sde: bool = False,
+    solver_type: str = "midpoint",
+    lower_order_final: bool = True,
+    euler_at_final: bool = False,
+    timestep_spacing: str = "linspace",
+    steps_offset: int = 0,
+    sigma_schedule: str | None = None,
+    use_lu_lambdas: bool = False,
+    final_sigmas_type: str = "zero",
+    lambda_min_clipped: float = -math.inf,
+    round_timesteps: bool = True,
+    use_flow_sigmas: bool = False,
+    flow_shift: float = 1.0,
+    num_train_timesteps: int = 1000,
+    s_noise: float = 1.0,
+) -> Sampler:
+    """DPM-Solver++ (1/2/3M; `sde=True`: SDE-DPM-Solver++) over diffusers' DPMSolverMultistepScheduler ladder.
+
+    VP schedule: model(x, t) with integer t. `use_flow_sigmas`: the flow path (schedule may be None),
+    model time sigma * num_train_timesteps, prediction types flow/sample/epsilon.
+
+    `sde=True, solver_order=3` is k-diffusion's dpmpp_3m_sde update (-alpha_t phi3 D2 with hh = 2h, the
+    analogue of the ODE's). diffusers' 3rd-order "sde-dpmsolver++" differs: its D2 weight
+    alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2) tends to -alpha_t (not 0) as h -> 0.
+    """
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
+    if use_flow_sigmas:
+        p = check_prediction_type(prediction_type, FLOW_PREDICTION_TYPES, "dpmpp")
+        check_steps(num_inference_steps, num_train_timesteps)
+        times, sig = ladders.flow_solver_ladder(
+            num_inference_steps, num_train_timesteps=num_train_timesteps, flow_shift=flow_shift
+        )
+        alpha_sigma, time_dtype = flow_alpha_sigma, torch.float32
+    else:
+        if schedule is None:
+            raise ValueError("sampler 'dpmpp' needs a schedule (or use_flow_sigmas=True for the flow path)")
+        p = check_prediction_type(prediction_type, VP_PREDICTION_TYPES, "dpmpp")
+        check_steps(num_inference_steps, schedule.num_train_timesteps)
+        times, sig = ladders.solver_ladder(
+            schedule,
+            num_inference_steps,
+            timestep_spacing=timestep_spacing,
+            steps_offset=steps_offset,
+            sigma_schedule=sigma_schedule,
+            use_lu_lambdas=use_lu_lambdas,
+            final_sigmas_type=final_sigmas_type,
+            lambda_min_clipped=lambda_min_clipped,
+            round_timesteps=round_timesteps,
+        )
+        alpha_sigma, time_dtype = ve_to_vp, torch.int64 if round_timesteps or sigma_schedule is None else torch.float32
+    sigmas = [float(s) for s in sig]
+    orders = solver_orders(
+        len(times),
+        solver_order,
+        lower_order_final=lower_order_final,
+        euler_at_final=euler_at_final,
+        final_is_zero=sigmas[-1] == 0.0,
+    )
+    model_times = [float(t) for t in times]
+    steps = plan_multistep(
+        p,
+        model_times,
+        sigmas,
+        alpha_sigma,
+        orders,
+        eta=1.0 if sde else 0.0,
+        solver_type=solver_type,
+        s_noise=s_noise,
+    )
+    options = dict(solver_order=solver_order, sde=sde, solver_type=solver_type, sigma_schedule=sigma_schedule)
+    return Sampler("dpmpp", p, tuple(steps), 1.0, time_dtype, options, "flow" if use_flow_sigmas else "vp")
