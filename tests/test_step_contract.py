@@ -57,7 +57,7 @@ def step_case(draw, dtypes=FLOAT_DTYPES):
         history=tuple(tensor() for _ in range(n_hist)),
         noise=tensor() if c.uses_noise else None,
         uncond=tensor() if draw(st.booleans()) else None,
-        guidance_scale=draw(st.floats(0.0, 8.0)),
+        guidance_scale=draw(st.one_of(st.just(0.0), st.floats(1e-3, 8.0))),  # no scale that underflows in fp32
         special=draw(st.sampled_from([False, False, True])),
         out_mode=draw(st.sampled_from(["new", "buffer", "alias_x"])),
         return_x0=draw(st.booleans()),
@@ -126,8 +126,10 @@ def run_case(case, backend):
     if case["clip"] is None:
         assert int(r.clipped) == 0
     else:
+        # a dynamic threshold s_b is itself an element of |x0_b| (or between two): one per sample sits on its bound
+        near_bound = max(1, int(0.01 * x.numel())) + (x.shape[0] if isinstance(case["clip"], DynamicThreshold) else 0)
         assert (
-            abs(int(r.clipped) - want_clipped) <= max(1, int(0.01 * x.numel()))
+            abs(int(r.clipped) - want_clipped) <= near_bound
             if x.dtype != torch.float64
             else int(r.clipped) == want_clipped
         )
