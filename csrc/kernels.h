@@ -4,12 +4,11 @@
 // namespace, after api.h has brought in every standard header (so that no standard inline function is
 // compiled for AVX2 and then shared with the baseline build). Nothing here includes anything.
 //
-// Hot loops use GCC/Clang vector extensions on 64-byte vectors (16 floats / 8 doubles): the compiler
-// lowers them to whatever the target has (4 SSE or 2 AVX2 registers) and cannot decline to vectorise
-// them, which it would for plain float reductions without -ffast-math (and -ffast-math would break
-// NaN/Inf detection). Inputs are read in blocks of BLOCK elements (api.h): a unit-stride run of the
-// compute type is used in place, anything else (strides, other dtypes) is gathered into a small
-// per-thread buffer first.
+// Hot loops use GCC/Clang vector extensions of the target's native width: the compiler cannot decline
+// to vectorise them, which it would for plain float reductions without -ffast-math (and -ffast-math
+// would break NaN/Inf detection). Inputs are read in blocks of BLOCK elements (api.h): a unit-stride
+// run of the compute type is used in place, anything else (strides, other dtypes) is converted into a
+// small per-thread buffer first.
 
 namespace fd {
 namespace FD_ISA {
@@ -61,54 +60,57 @@ static inline V splat(S s) {
 // ------------------------------------------------------------------------------------------------
 // storage dtypes <-> compute type
 
-static inline uint32_t fbits(float f) {
-    uint32_t u;
-    __builtin_memcpy(&u, &f, 4);
-    return u;
-}
-static inline float bitsf(uint32_t u) {
-    float f;
-    __builtin_memcpy(&f, &u, 4);
-    return f;
-}
+// The 16-bit float formats, N values at a time (scalar code of this kind is not reliably vectorised).
+// Half -> float is exact: normal numbers re-bias the exponent, subnormals are em 2^-24, Inf/NaN keep
+// their payload. Float -> half and -> bfloat16 round to nearest even as c10::Half / c10::BFloat16 do
+// (NaN -> 0x7e00 / 0x7fc0, half overflow -> Inf; half results below 2^-14 are rounded by adding 0.5f,
+// which aligns their ulp 2^-24 with the float's last bit). Masks select instead of branches.
+typedef uint32_t VU __attribute__((vector_size(FD_VBYTES)));
+typedef uint16_t VH __attribute__((vector_size(FD_VBYTES / 2)));
 
-// Conversions of the 16-bit float formats, written with masks instead of branches so that the loops
-// over them vectorise. mask(c) is all ones when c holds.
-static inline uint32_t mask(bool c) { return 0u - (uint32_t)c; }
-
-// IEEE half -> float, exact: normal numbers re-bias the exponent, subnormals are em 2^-24, Inf/NaN
-// keep their payload.
-static inline float half_to_float(uint16_t h) {
-    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    const uint32_t em = h & 0x7fffu;
-    const uint32_t normal = (em << 13) + (112u << 23);
-    const uint32_t special = (em << 13) | 0x7f800000u;
-    const uint32_t sub = fbits((float)(int32_t)em * 5.9604644775390625e-08f);
-    const uint32_t is_special = mask(em >= 0x7c00u), is_sub = mask(em < 0x0400u);
-    return bitsf(sign | (special & is_special) | (sub & is_sub) | (normal & ~(is_special | is_sub)));
+template <int DT>
+static inline VT<float>::V from16(VU w) {  // DT: F16 or BF16
+    typedef VT<float>::V V;
+    typedef VT<float>::I I;
+    if constexpr (DT == BF16) {
+        return (V)(w << 16);
+    } else {
+        const VU sign = (w & 0x8000u) << 16;
+        const VU em = w & 0x7fffu;
+        const VU normal = (em << 13) + (112u << 23);
+        const VU special = (em << 13) | 0x7f800000u;
+        const VU sub = (VU)(__builtin_convertvector((I)em, V) * 5.9604644775390625e-08f);
+        const VU is_special = (VU)(em >= 0x7c00u), is_sub = (VU)(em < 0x0400u);
+        return (V)(sign | (special & is_special) | (sub & is_sub) | (normal & ~(is_special | is_sub)));
+    }
 }
 
-// float -> IEEE half, round to nearest even (as c10::Half): NaN -> 0x7e00, overflow -> Inf, results
-// below 2^-14 rounded by adding 0.5f (which aligns their ulp 2^-24 with the float's last bit).
-static inline uint16_t float_to_half(float f) {
-    uint32_t x = fbits(f);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    x &= 0x7fffffffu;
-    const uint32_t big = 0x7c00u | (mask(x > 0x7f800000u) & 0x0200u);
-    const uint32_t sub = fbits(bitsf(x) + 0.5f) - 0x3f000000u;
-    const uint32_t norm = (x - (112u << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
-    const uint32_t is_big = mask(x >= 0x47800000u), is_sub = mask(x < 0x38800000u);
-    return (uint16_t)(sign | (big & is_big) | (sub & is_sub & ~is_big) | (norm & ~(is_big | is_sub)));
+template <int DT>
+static inline VU to16(VT<float>::V f) {
+    typedef VT<float>::V V;
+    VU x = (VU)f;
+    if constexpr (DT == BF16) {
+        const VU nan = (VU)(f != f);
+        const VU r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+        return (r & ~nan) | (0x7fc0u & nan);
+    } else {
+        const VU sign = (x >> 16) & 0x8000u;
+        x &= 0x7fffffffu;
+        const VU big = 0x7c00u | ((VU)(x > 0x7f800000u) & 0x0200u);
+        const VU sub = (VU)((V)x + 0.5f) - 0x3f000000u;
+        const VU norm = (x - (112u << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+        const VU is_big = (VU)(x >= 0x47800000u), is_sub = (VU)(x < 0x38800000u);
+        return sign | (big & is_big) | (sub & is_sub & ~is_big) | (norm & ~(is_big | is_sub));
+    }
 }
 
-static inline float bf16_to_float(uint16_t b) { return bitsf((uint32_t)b << 16); }
-
-// float -> bfloat16, round to nearest even; NaN -> 0x7fc0 (as c10::BFloat16)
-static inline uint16_t float_to_bf16(float f) {
-    const uint32_t u = fbits(f);
-    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = mask(f != f);
-    return (uint16_t)((r & ~nan) | (0x7fc0u & nan));
+template <int DT>
+static inline float from16(uint16_t h) {
+    return from16<DT>(splat<VU>(h))[0];
+}
+template <int DT>
+static inline uint16_t to16(float f) {
+    return (uint16_t)to16<DT>(splat<VT<float>::V>(f))[0];
 }
 
 template <int DT>
@@ -130,16 +132,16 @@ struct St<F64> {
 template <>
 struct St<F16> {
     typedef uint16_t S;
-    static inline float val(S v) { return half_to_float(v); }
+    static inline float val(S v) { return from16<F16>(v); }
     template <class T>
-    static inline S put(T v) { return float_to_half((float)v); }
+    static inline S put(T v) { return to16<F16>((float)v); }
 };
 template <>
 struct St<BF16> {
     typedef uint16_t S;
-    static inline float val(S v) { return bf16_to_float(v); }
+    static inline float val(S v) { return from16<BF16>(v); }
     template <class T>
-    static inline S put(T v) { return float_to_bf16((float)v); }
+    static inline S put(T v) { return to16<BF16>((float)v); }
 };
 template <>
 struct St<U8> {
@@ -180,47 +182,6 @@ using StoreFn = void (*)(char*, int64_t, int64_t, T*);
 template <class T>
 constexpr int native_dtype() {
     return sizeof(T) == 8 ? F64 : F32;
-}
-
-// The 16-bit formats N floats at a time (the same bit manipulations as the scalar forms above; the
-// compiler does not vectorise those reliably).
-typedef uint32_t VU __attribute__((vector_size(FD_VBYTES)));
-typedef uint16_t VH __attribute__((vector_size(FD_VBYTES / 2)));
-
-template <int DT>
-static inline VT<float>::V from16(VU w) {
-    typedef VT<float>::V V;
-    typedef VT<float>::I I;
-    if constexpr (DT == BF16) {
-        return (V)(w << 16);
-    } else {
-        const VU sign = (w & 0x8000u) << 16;
-        const VU em = w & 0x7fffu;
-        const VU normal = (em << 13) + (112u << 23);
-        const VU special = (em << 13) | 0x7f800000u;
-        const VU sub = (VU)(__builtin_convertvector((I)em, V) * 5.9604644775390625e-08f);
-        const VU is_special = (VU)(em >= 0x7c00u), is_sub = (VU)(em < 0x0400u);
-        return (V)(sign | (special & is_special) | (sub & is_sub) | (normal & ~(is_special | is_sub)));
-    }
-}
-
-template <int DT>
-static inline VU to16(VT<float>::V f) {
-    typedef VT<float>::V V;
-    VU x = (VU)f;
-    if constexpr (DT == BF16) {
-        const VU nan = (VU)(f != f);
-        const VU r = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
-        return (r & ~nan) | (0x7fc0u & nan);
-    } else {
-        const VU sign = (x >> 16) & 0x8000u;
-        x &= 0x7fffffffu;
-        const VU big = 0x7c00u | ((VU)(x > 0x7f800000u) & 0x0200u);
-        const VU sub = (VU)((V)x + 0.5f) - 0x3f000000u;
-        const VU norm = (x - (112u << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
-        const VU is_big = (VU)(x >= 0x47800000u), is_sub = (VU)(x < 0x38800000u);
-        return sign | (big & is_big) | (sub & is_sub & ~is_big) | (norm & ~(is_big | is_sub));
-    }
 }
 
 template <int DT, class T>
@@ -277,10 +238,12 @@ template <int DT, class T, bool STREAM>
 static void store_run(char* p, int64_t stride, int64_t k, T* vals) {
     typedef typename St<DT>::S S;
     S* d = reinterpret_cast<S*>(p);
-    if (DT == native_dtype<T>() && stride == 1) {  // stored as computed
-        copy_out(reinterpret_cast<T*>(d), vals, k, STREAM);
-    } else if (stride == 1) {
-        int64_t i = 0;
+    int64_t i = 0;
+    if (stride == 1) {
+        if constexpr (DT == native_dtype<T>()) {  // stored as computed
+            copy_out(d, vals, k, STREAM);
+            return;
+        }
         if constexpr (vector_16bit<DT, T>()) {
             constexpr int N = VT<float>::N;
             for (; i + N <= k; i += N) {
@@ -289,17 +252,11 @@ static void store_run(char* p, int64_t stride, int64_t k, T* vals) {
                 vstore(vals + i, from16<DT>(r));
             }
         }
-        for (; i < k; ++i) {
-            const S r = St<DT>::put(vals[i]);
-            d[i] = r;
-            vals[i] = (T)St<DT>::val(r);
-        }
-    } else {
-        for (int64_t i = 0; i < k; ++i) {
-            const S r = St<DT>::put(vals[i]);
-            d[i * stride] = r;
-            vals[i] = (T)St<DT>::val(r);
-        }
+    }
+    for (; i < k; ++i) {
+        const S r = St<DT>::put(vals[i]);
+        d[i * stride] = r;
+        vals[i] = (T)St<DT>::val(r);
     }
 }
 
@@ -792,15 +749,18 @@ void pair_stats(const ViewDesc& a, const ViewDesc& b, int64_t rows, PairRaw* out
 // the generic fused step (fastdiff/step.py):
 //   o = out | u + w (out - u);  x0 = cx x + co o + cn z;  x0c = clip(x0);
 //   eps = ex x + eo o + e0 x0c + en z;  x' = px x + p0 x0c + pe eps + sum_k ph_k h_k + pn z
-// evaluated left to right in T. A term whose coefficient is 0 is absent: its tensor is masked to 0
-// before the multiply, so an Inf/NaN there cannot turn into 0 * Inf = NaN.
+// evaluated left to right in T. A term whose coefficient is 0 is absent (an Inf/NaN in its tensor must
+// not become 0 * Inf = NaN): its tensor is replaced by -0 and its coefficient by +0, so that it adds
+// +0 * -0 = -0, the exact identity of IEEE addition (x + -0 = x, signed zeros included). The first term
+// of a line with no term present adds +0 instead: an empty line is +0, as torch.zeros_like.
 
 template <class T>
 struct StepK {
     typedef typename VT<T>::V V;
     typedef typename VT<T>::I I;
-    V c[NUM_COEFS];
-    I on[NUM_COEFS];  // all ones where the term is present
+    V c[NUM_COEFS];    // the coefficient, +0 where the term is absent
+    I on[NUM_COEFS];   // all ones where the term is present
+    I off[NUM_COEFS];  // the bits of the tensor's stand-in where it is absent: -0 (or +0, see above)
     V w, lo, hi;
     I absmask, iota;
 };
@@ -809,7 +769,7 @@ template <class T>
 static inline typename VT<T>::V term(const StepK<T>& K, int k, const typename VT<T>::V& t) {
     typedef typename VT<T>::V V;
     typedef typename VT<T>::I I;
-    return K.c[k] * (V)((I)t & K.on[k]);
+    return K.c[k] * (V)(((I)t & K.on[k]) | K.off[k]);
 }
 
 template <class T>
@@ -887,7 +847,7 @@ static void step_item(const StepArgs& A, const StepK<T>& K, int64_t start, int64
             while (j < k) {
                 const int64_t row = (f + j) / A.inner;
                 const int64_t n = std::min(k - j, (row + 1) * A.inner - (f + j));
-                const T sb = (T) * reinterpret_cast<const float*>(element_address(A.scale, row));
+                const T sb = (T)(*reinterpret_cast<const float*>(element_address(A.scale, row)));
                 for (int64_t q = 0; q < n; ++q) B.s[j + q] = sb;
                 j += n;
             }
@@ -956,9 +916,27 @@ static void step_dispatch(const StepArgs& A, StepOut* out, int threads) {
     typedef typename VT<T>::V V;
     typedef typename VT<T>::I I;
     StepK<T> K;
+    const I sign = splat<I>(sizeof(T) == 8 ? INT64_MIN : (int64_t)INT32_MIN);
+    bool present[NUM_COEFS];
     for (int k = 0; k < NUM_COEFS; ++k) {
-        K.c[k] = splat<V>((T)A.coef[k]);
-        K.on[k] = splat<I>(A.coef[k] != 0.0 ? -1 : 0);
+        present[k] = A.coef[k] != 0.0;
+        K.c[k] = splat<V>(present[k] ? (T)A.coef[k] : (T)0);
+        K.on[k] = splat<I>(present[k] ? -1 : 0);
+        K.off[k] = present[k] ? I{} : sign;
+    }
+    // the terms each line evaluates (history only up to num_hist, noise terms only with noise)
+    const std::vector<std::vector<int>> lines = {
+        {CX, CO, CN},
+        {EX, EO, E0, EN},
+        {PX, P0, PE, PH0, PH1, PH2, PN},
+    };
+    for (const auto& line : lines) {
+        bool empty = true;
+        for (int k : line) {
+            const bool evaluated = (k != CN && k != EN && k != PN) || A.has_z;
+            empty = empty && !(present[k] && evaluated && (k < PH0 || k > PH2 || k - PH0 < A.num_hist));
+        }
+        if (empty) K.off[line[0]] = I{};
     }
     K.w = splat<V>((T)A.guidance);
     K.lo = splat<V>((T)A.lo);

@@ -59,6 +59,21 @@ def ddim(alpha_t=0.3, alpha_prev=0.6, **kw) -> StepCoeffs:
     )
 
 
+INT_OF = {
+    torch.float64: torch.int64,
+    torch.float32: torch.int32,
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+}
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-identical floats (signed zeros included); NaN only as NaN (payloads differ within PyTorch)."""
+    nan = b.isnan()
+    ia, ib = a.contiguous().view(INT_OF[a.dtype]), b.contiguous().view(INT_OF[b.dtype])
+    return a.dtype == b.dtype and torch.equal(a.isnan(), nan) and torch.equal(ia[~nan], ib[~nan])
+
+
 def raw_equal(a, b) -> bool:
     """Raw stats (counts, moments) identical, NaN-aware."""
     return torch.equal(a.counts, b.counts) and torch.equal(a.moments.nan_to_num(7.0), b.moments.nan_to_num(7.0))
@@ -120,8 +135,8 @@ def test_output_layout_the_extension_cannot_prove_goes_through_a_copy():
 
 
 # --------------------------------------------------------------------------------------------------
-# the same maths as the torch backend, bit for bit (same lines, same order, no FMA), and stats of the
-# stored outputs equal to a separate tensor_stats pass
+# the same maths as the torch backend, bit for bit (same lines, same order, no FMA, signed zeros), and
+# stats of the stored outputs equal to a separate tensor_stats pass
 
 
 @settings(max_examples=60)
@@ -130,10 +145,9 @@ def test_step_equals_torch_backend_bitwise(case):
     kw = {k: case[k] for k in ("uncond", "guidance_scale", "clip", "history", "noise", "return_x0")}
     r_cpp = fd.fused_step(case["x"], case["model_output"], case["coeffs"], backend="cpp", **kw)
     r_torch = fd.fused_step(case["x"], case["model_output"], case["coeffs"], backend="torch", **kw)
-    assert torch.equal(r_cpp.prev_sample.nan_to_num(7.0), r_torch.prev_sample.nan_to_num(7.0))
-    assert torch.equal(r_cpp.prev_sample.isnan(), r_torch.prev_sample.isnan())
+    assert same_bits(r_cpp.prev_sample, r_torch.prev_sample)
     if case["return_x0"]:
-        assert torch.equal(r_cpp.pred_x0.nan_to_num(7.0), r_torch.pred_x0.nan_to_num(7.0))
+        assert same_bits(r_cpp.pred_x0, r_torch.pred_x0)
     assert int(r_cpp.clipped) == int(r_torch.clipped)
     assert raw_equal(r_cpp.stats, fd.tensor_stats(r_cpp.prev_sample, backend="cpp"))
 
@@ -243,6 +257,20 @@ def test_nan_and_inf_through_the_step(dtype):
     assert int(r.x0_stats.nan_count) == 1 and int(r.stats.nan_count) == int(want.isnan().sum())
     assert r.pred_x0[0, 6] == -1.0 and r.pred_x0[1, 2999] == 1.0  # x0 = (x - s eps) / a: -/+inf, clamped
     assert_tensor_stats(r.stats, r.prev_sample)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16bit_conversions_match_torch_on_every_value(dtype, isa):
+    # all 65536 bit patterns in (read exactly), and x' = 1.7 (0.3 x) rounded back to the format: every
+    # rounding case (subnormal results, overflow to Inf, NaN) against PyTorch's own conversion
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    s = fd.tensor_stats(x, backend="cpp").to_dict()
+    assert s["nan_count"] == int(x.isnan().sum()) and s["posinf_count"] == 1 and s["neginf_count"] == 1
+    assert_tensor_stats(fd.tensor_stats(x, backend="cpp"), x)
+    c = StepCoeffs(cx=0.3, p0=1.7)
+    got = fd.fused_step(x, x, c, return_x0=True, backend="cpp")
+    want = fd.fused_step(x, x, c, return_x0=True, backend="torch")
+    assert same_bits(got.prev_sample, want.prev_sample) and same_bits(got.pred_x0, want.pred_x0)
 
 
 def test_absent_term_ignores_inf_and_nan():
