@@ -44,6 +44,7 @@ def extensions():
             "fastdiff._cpu",
             sources,
             include_dirs=["csrc"],
+            depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),  # rebuild when a header changes
             cxx_std=17,
             extra_compile_args=extra_compile,
             extra_link_args=["-fopenmp"],

@@ -1,0 +1,1 @@
+"""Benchmarks (see harness.py); results per device in results/."""

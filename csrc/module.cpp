@@ -1,0 +1,379 @@
+// fastdiff._cpu: the pybind11 bindings of the C++ CPU kernels.
+//
+// Python (fastdiff/kernels/cpu.py) passes each tensor as a *view spec*
+//     (storage data pointer, storage size in bytes, dtype code, storage offset, sizes, strides)
+// with the offset and strides in elements. Everything is checked here before a kernel touches memory:
+// dtype codes, non-negative sizes/strides/offset, no integer overflow, and that the last element the
+// view can reach lies inside the buffer; outputs must be writable without self-overlap. A bad spec is
+// a Python exception (ValueError / TypeError / IndexError), never a crash. Kernels run with the GIL
+// released, on `threads` OpenMP threads.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "api.h"
+
+namespace py = pybind11;
+
+namespace fd {
+namespace {
+
+using Spec = std::tuple<uint64_t, int64_t, int, int64_t, std::vector<int64_t>, std::vector<int64_t>>;
+
+const char* const DTYPE_NAMES[NUM_DTYPES] = {"float32", "float64", "float16", "bfloat16", "uint8",
+                                             "int8",    "int16",   "int32",   "int64",    "bool"};
+
+std::string join(const std::vector<int64_t>& v) {
+    std::string s = "(";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + (v.size() == 1 ? ",)" : ")");
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
+
+// A checked view: the kernel's coalesced ViewDesc plus what the checks between views need.
+struct Checked {
+    ViewDesc v;
+    std::vector<int64_t> sizes, strides;
+    uintptr_t lo = 0, hi = 0;  // byte span [lo, hi) the view can reach (empty when numel == 0)
+};
+
+Checked check_view(const Spec& spec, const std::string& name) {
+    const auto& [ptr, nbytes, dtype, offset, sizes, strides] = spec;
+    if (dtype < 0 || dtype >= NUM_DTYPES)
+        throw py::type_error(name + ": unknown dtype code " + std::to_string(dtype) + "; accepted: 0 to " +
+                             std::to_string(NUM_DTYPES - 1) + " (fastdiff.kernels.cpu.DTYPE_CODES)");
+    if (sizes.size() != strides.size())
+        fail(name + ": " + std::to_string(sizes.size()) + " sizes but " + std::to_string(strides.size()) +
+             " strides");
+    if (sizes.size() > (size_t)MAX_DIMS)
+        fail(name + ": " + std::to_string(sizes.size()) + " dimensions; at most " + std::to_string(MAX_DIMS));
+    if (nbytes < 0) fail(name + ": negative buffer size " + std::to_string(nbytes));
+    if (offset < 0) fail(name + ": negative storage offset " + std::to_string(offset));
+    const int64_t isz = ITEMSIZE[dtype];
+    int64_t numel = 1, last = offset;
+    for (size_t d = 0; d < sizes.size(); ++d) {
+        if (sizes[d] < 0) fail(name + ": negative size in " + join(sizes));
+        if (strides[d] < 0) fail(name + ": negative stride in " + join(strides) + "; only non-negative strides are supported");
+        if (__builtin_mul_overflow(numel, sizes[d], &numel) || numel > ((int64_t)1 << 62))
+            fail(name + ": sizes " + join(sizes) + " hold too many elements");
+    }
+    for (size_t d = 0; d < sizes.size() && numel > 0; ++d) {
+        int64_t ext;
+        if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &ext) || __builtin_add_overflow(last, ext, &last))
+            fail(name + ": sizes " + join(sizes) + " with strides " + join(strides) + " overflow");
+    }
+    Checked c;
+    c.sizes = sizes;
+    c.strides = strides;
+    c.v.dtype = dtype;
+    c.v.numel = numel;
+    if (numel == 0) return c;  // nothing is ever read or written
+    if (ptr == 0) fail(name + ": null data pointer for " + std::to_string(numel) + " elements");
+    const int64_t capacity = nbytes / isz;
+    if (last >= capacity)
+        fail(name + ": sizes " + join(sizes) + ", strides " + join(strides) + " and offset " + std::to_string(offset) +
+             " reach element " + std::to_string(last) + " but the buffer holds " + std::to_string(capacity) +
+             " elements of " + DTYPE_NAMES[dtype]);
+    if (ptr + (uint64_t)nbytes < ptr) fail(name + ": the buffer wraps around the address space");
+    const uintptr_t start = ptr + (uintptr_t)(offset * isz);
+    if (start % (uintptr_t)isz) fail(name + ": data is not aligned to its " + std::to_string(isz) + "-byte elements");
+    c.lo = start;
+    c.hi = ptr + (uintptr_t)((last + 1) * isz);
+    c.v.data = reinterpret_cast<const char*>(start);
+    // coalesce: drop size-1 dims, merge an outer dim into the next when stride_outer == stride_inner * size_inner
+    int nd = 0;
+    for (size_t d = 0; d < sizes.size(); ++d) {
+        if (sizes[d] == 1) continue;
+        if (nd > 0 && c.v.strides[nd - 1] == strides[d] * sizes[d]) {
+            c.v.sizes[nd - 1] *= sizes[d];
+            c.v.strides[nd - 1] = strides[d];
+        } else {
+            c.v.sizes[nd] = sizes[d];
+            c.v.strides[nd] = strides[d];
+            ++nd;
+        }
+    }
+    c.v.ndim = nd;
+    c.v.contiguous = nd == 0 || (nd == 1 && c.v.strides[0] == 1);
+    return c;
+}
+
+// An output: no element reachable by two indices (strides sorted ascending, each one past the extent of
+// the smaller ones: a sufficient condition; fastdiff/kernels/cpu.py routes other layouts through a copy).
+void check_writable(const Checked& c, const std::string& name) {
+    if (c.v.numel == 0) return;
+    std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+    for (size_t d = 0; d < c.sizes.size(); ++d)
+        if (c.sizes[d] > 1) dims.push_back({c.strides[d], c.sizes[d]});
+    std::sort(dims.begin(), dims.end());
+    int64_t extent = 0;  // largest offset reachable by the dims so far
+    for (const auto& [stride, size] : dims) {
+        if (stride <= extent)
+            fail(name + ": sizes " + join(c.sizes) + " with strides " + join(c.strides) +
+                 " may reach an element twice; an output needs non-overlapping elements");
+        extent += (size - 1) * stride;
+    }
+}
+
+bool same_view(const Checked& a, const Checked& b) {
+    return a.lo == b.lo && a.v.dtype == b.v.dtype && a.sizes == b.sizes && a.strides == b.strides;
+}
+
+void check_no_partial_overlap(const Checked& out, const std::string& out_name, const Checked& in,
+                              const std::string& in_name) {
+    if (out.v.numel == 0 || in.v.numel == 0) return;
+    if (out.lo < in.hi && in.lo < out.hi && !same_view(out, in))
+        fail(out_name + " partially overlaps " + in_name + "; an output may alias an input only as the very same view");
+}
+
+// A result buffer: dtype `dt`, exactly [rows, cols], row-major contiguous.
+template <class P>
+P* result_buffer(const Spec& spec, const std::string& name, int dt, int64_t rows, int64_t cols) {
+    const Checked c = check_view(spec, name);
+    if (c.v.dtype != dt) throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + ", expected " + DTYPE_NAMES[dt]);
+    if (c.sizes != std::vector<int64_t>{rows, cols})
+        fail(name + ": shape " + join(c.sizes) + ", expected " + join({rows, cols}));
+    if (c.v.numel > 0 && !c.v.contiguous) fail(name + ": must be contiguous");
+    return reinterpret_cast<P*>(const_cast<char*>(c.v.data));
+}
+
+// Outputs of at least this many bytes are written with non-temporal stores: beyond the size of a
+// typical last-level cache share they could not stay cached next to the step's inputs anyway, and a
+// normal store first reads every line it writes. (The cache size the OS reports is unreliable in VMs.)
+constexpr int64_t STREAM_BYTES = 8 << 20;
+
+int check_threads(int threads) {
+    if (threads < 1 || threads > 4096) fail("threads=" + std::to_string(threads) + "; accepted: 1 to 4096");
+    return threads;
+}
+
+// ------------------------------------------------------------------------------------------------
+// instruction set
+
+enum Isa { BASE = 0, AVX2 = 1 };
+
+bool avx2_supported() {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return avx2_compiled() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#else
+    return false;
+#endif
+}
+
+Isa g_isa = BASE;
+
+void set_isa(const std::string& name) {
+    if (name == "auto")
+        g_isa = avx2_supported() ? AVX2 : BASE;
+    else if (name == "base")
+        g_isa = BASE;
+    else if (name == "avx2") {
+        if (!avx2_supported()) fail("the avx2 kernels need a CPU with AVX2 and F16C (and an x86-64 build)");
+        g_isa = AVX2;
+    } else
+        fail("isa=" + name + " is not supported; accepted: 'auto', 'base', 'avx2'");
+}
+
+// ------------------------------------------------------------------------------------------------
+// entry points
+
+void write_raw(const Raw& r, int64_t* counts, double* moments) {
+    counts[0] = r.n;
+    counts[1] = r.nan;
+    counts[2] = r.pinf;
+    counts[3] = r.ninf;
+    counts[4] = r.zero;
+    moments[0] = r.mn;
+    moments[1] = r.mx;
+    moments[2] = r.mean;
+    moments[3] = r.m2;
+}
+
+void tensor_stats(const std::vector<Spec>& specs, const std::vector<int64_t>& rows, const Spec& counts_spec,
+                  const Spec& moments_spec, int threads) {
+    if (specs.size() != rows.size())
+        fail(std::to_string(specs.size()) + " tensors but " + std::to_string(rows.size()) + " row counts");
+    std::vector<ViewDesc> views;
+    views.reserve(specs.size());
+    int64_t total = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+        const std::string name = "tensors[" + std::to_string(i) + "]";
+        views.push_back(check_view(specs[i], name).v);
+        const int64_t r = rows[i], n = views.back().numel;
+        if (r < 0 || (r == 0 && n != 0) || (r > 0 && n % r != 0))
+            fail(name + ": " + std::to_string(n) + " elements cannot be cut into " + std::to_string(r) + " equal rows");
+        total += r;
+    }
+    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, total, 5);
+    double* moments = result_buffer<double>(moments_spec, "moments", F64, total, 4);
+    check_threads(threads);
+    std::vector<Raw> out((size_t)total);
+    {
+        py::gil_scoped_release release;
+        (g_isa == AVX2 ? avx2::tensor_stats : base::tensor_stats)(views, rows, out.data(), threads);
+    }
+    for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts + 5 * r, moments + 4 * r);
+}
+
+void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec& out_spec, int threads) {
+    const Checked a = check_view(a_spec, "a"), b = check_view(b_spec, "b");
+    if (a.sizes != b.sizes) fail("b has shape " + join(b.sizes) + " but a has shape " + join(a.sizes) + "; they must match");
+    const int64_t n = a.v.numel;
+    if (rows < 0 || (rows == 0 && n != 0) || (rows > 0 && n % rows != 0))
+        fail(std::to_string(n) + " elements cannot be cut into " + std::to_string(rows) + " equal rows");
+    double* out = result_buffer<double>(out_spec, "out", F64, rows, 6);
+    check_threads(threads);
+    std::vector<PairRaw> res((size_t)rows);
+    {
+        py::gil_scoped_release release;
+        (g_isa == AVX2 ? avx2::pair_stats : base::pair_stats)(a.v, b.v, rows, res.data(), threads);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        const PairRaw& p = res[(size_t)r];
+        const double vals[6] = {p.n, p.dot, p.a2, p.b2, p.d2, p.mx};
+        std::copy(vals, vals + 6, out + 6 * r);
+    }
+}
+
+void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec>& u_spec,
+                const std::optional<Spec>& z_spec, const std::vector<Spec>& h_specs, const std::vector<double>& coeffs,
+                const std::optional<Spec>& table_spec, const std::optional<Spec>& index_spec, double guidance,
+                int clip_mode, double lo, double hi, const std::optional<Spec>& scale_spec, const Spec& prev_spec,
+                const std::optional<Spec>& x0_spec, bool want_stats, const Spec& clipped_spec, const Spec& counts_spec,
+                const Spec& moments_spec, int threads) {
+    StepArgs A;
+    const Checked x = check_view(x_spec, "x");
+    if (!is_float_dtype(x.v.dtype))
+        throw py::type_error(std::string("x: dtype ") + DTYPE_NAMES[x.v.dtype] + "; accepted: float32, float64, float16, bfloat16");
+    std::vector<std::pair<Checked, std::string>> inputs = {{x, "x"}};
+    auto input = [&](const Spec& spec, const std::string& name) {
+        Checked c = check_view(spec, name);
+        if (!is_float_dtype(c.v.dtype))
+            throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + "; accepted: float32, float64, float16, bfloat16");
+        if (c.sizes != x.sizes) fail(name + " has shape " + join(c.sizes) + " but x has shape " + join(x.sizes));
+        inputs.push_back({c, name});
+        return c.v;
+    };
+    A.x = x.v;
+    A.o = input(o_spec, "model_output");
+    if ((A.has_u = u_spec.has_value())) A.u = input(*u_spec, "uncond");
+    if ((A.has_z = z_spec.has_value())) A.z = input(*z_spec, "noise");
+    if (h_specs.size() > 3) fail("at most 3 history tensors are supported; got " + std::to_string(h_specs.size()));
+    A.num_hist = (int)h_specs.size();
+    for (int k = 0; k < A.num_hist; ++k) A.h[k] = input(h_specs[k], "history[" + std::to_string(k) + "]");
+
+    // coefficients: 14 host values, or row `index` of a float64 [steps, 14] table
+    if (table_spec.has_value() != index_spec.has_value()) fail("a coefficient table needs both table and index");
+    if (table_spec) {
+        if (!coeffs.empty()) fail("pass either coeffs or a table, not both");
+        const Checked t = check_view(*table_spec, "table"), ix = check_view(*index_spec, "index");
+        if (t.v.dtype != F64 || t.sizes.size() != 2 || t.sizes[1] != NUM_COEFS)
+            fail("table: expected float64 [steps, " + std::to_string(NUM_COEFS) + "], got " + DTYPE_NAMES[t.v.dtype] +
+                 " " + join(t.sizes));
+        if (ix.v.dtype != I64 || ix.v.numel != 1) fail("index: expected one int64 element");
+        const int64_t i = *reinterpret_cast<const int64_t*>(ix.v.data);
+        if (i < 0 || i >= t.sizes[0])
+            throw py::index_error("coefficient table index " + std::to_string(i) + " is out of range for " +
+                                  std::to_string(t.sizes[0]) + " steps");
+        const double* row = reinterpret_cast<const double*>(t.v.data) + i * t.strides[0];
+        for (int k = 0; k < NUM_COEFS; ++k) {
+            const double c = row[k * t.strides[1]];
+            // as the torch backend: the row is converted to the compute dtype, then tested for zero
+            A.coef[k] = x.v.dtype == F64 ? c : (double)(float)c;
+        }
+    } else {
+        if (coeffs.size() != (size_t)NUM_COEFS)
+            fail("coeffs: expected " + std::to_string(NUM_COEFS) + " values, got " + std::to_string(coeffs.size()));
+        std::copy(coeffs.begin(), coeffs.end(), A.coef);
+    }
+    A.guidance = guidance;
+
+    const int64_t numel = x.v.numel;
+    A.rows = x.sizes.empty() ? 1 : x.sizes[0];
+    A.inner = A.rows ? numel / A.rows : 0;
+    if (clip_mode < 0 || clip_mode > 2) fail("clip_mode=" + std::to_string(clip_mode) + "; accepted: 0, 1, 2");
+    A.clip_mode = clip_mode;
+    if (clip_mode == 1) {
+        if (lo != lo || hi != hi || lo > hi) fail("clip bounds must satisfy lo <= hi; got [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        A.lo = lo;
+        A.hi = hi;
+    }
+    if (clip_mode == 2) {
+        if (!scale_spec) fail("clip_mode=2 needs the per-sample scale");
+        if (x.sizes.empty() || numel == 0) fail("dynamic thresholding needs x with samples along dim 0");
+        const Checked s = check_view(*scale_spec, "scale");
+        if (s.v.dtype != F32 || s.sizes != std::vector<int64_t>{A.rows})
+            fail("scale: expected float32 [" + std::to_string(A.rows) + "], got " + DTYPE_NAMES[s.v.dtype] + " " + join(s.sizes));
+        A.scale = s.v;
+    }
+
+    const Checked prev = check_view(prev_spec, "out");
+    auto output = [&](const Checked& c, const std::string& name) {
+        if (c.v.dtype != x.v.dtype)
+            throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + " but x is " + DTYPE_NAMES[x.v.dtype]);
+        if (c.sizes != x.sizes) fail(name + " has shape " + join(c.sizes) + " but x has shape " + join(x.sizes));
+        check_writable(c, name);
+        for (const auto& [in, in_name] : inputs) check_no_partial_overlap(c, name, in, in_name);
+    };
+    output(prev, "out");
+    A.prev = prev.v;
+    if ((A.has_x0 = x0_spec.has_value())) {
+        const Checked x0 = check_view(*x0_spec, "x0_out");
+        inputs.push_back({prev, "out"});
+        output(x0, "x0_out");
+        A.x0 = x0.v;
+    }
+    A.want_stats = want_stats;
+    A.stream = numel * ITEMSIZE[x.v.dtype] >= STREAM_BYTES;
+    int64_t* clipped = result_buffer<int64_t>(clipped_spec, "clipped", I64, 1, 1);
+    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, 2, 5);
+    double* moments = result_buffer<double>(moments_spec, "moments", F64, 2, 4);
+    check_threads(threads);
+
+    StepOut out;
+    {
+        py::gil_scoped_release release;
+        (g_isa == AVX2 ? avx2::fused_step : base::fused_step)(A, &out, threads);
+    }
+    *clipped = out.clipped;
+    write_raw(out.prev, counts, moments);
+    write_raw(out.x0, counts + 5, moments + 4);
+}
+
+}  // namespace
+}  // namespace fd
+
+PYBIND11_MODULE(_cpu, m) {
+    using namespace fd;
+    m.doc() = "fastdiff's C++ CPU kernels (see fastdiff/kernels/cpu.py for the Python side)";
+    m.attr("BLOCK") = BLOCK;
+    m.attr("ITEM") = ITEM;
+    m.attr("MAX_DIMS") = MAX_DIMS;
+    m.def("avx2_supported", &avx2_supported, "whether this CPU and build can run the AVX2 kernels");
+    m.def("set_isa", &set_isa, py::arg("name"), "'auto' (the best this CPU runs), 'base' or 'avx2'");
+    m.def("isa", []() { return std::string(g_isa == AVX2 ? "avx2" : "base"); }, "the instruction set in use");
+    m.def("tensor_stats", &fd::tensor_stats, py::arg("views"), py::arg("rows"), py::arg("counts"), py::arg("moments"),
+          py::arg("threads"),
+          "Raw stats of each of `rows[i]` equal consecutive rows of each view into counts int64 [R, 5] and "
+          "moments float64 [R, 4].");
+    m.def("pair_stats", &fd::pair_stats, py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("out"),
+          py::arg("threads"), "Raw pair stats of `rows` equal rows of a and b into out float64 [rows, 6].");
+    m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
+          py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
+          py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),
+          py::arg("want_stats"), py::arg("clipped"), py::arg("counts"), py::arg("moments"), py::arg("threads"),
+          "The generic step (fastdiff/step.py) in one pass; clipped count and raw stats of the stored x' and x0.");
+    set_isa("auto");
+    if (const char* env = std::getenv("FASTDIFF_CPU_ISA"); env && *env) {
+        try {
+            set_isa(env);
+        } catch (const py::value_error& e) {
+            PyErr_WarnEx(PyExc_RuntimeWarning, ("FASTDIFF_CPU_ISA ignored: " + std::string(e.what())).c_str(), 1);
+        }
+    }
+}

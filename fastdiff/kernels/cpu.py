@@ -1,0 +1,193 @@
+"""The `cpp` backend: the C++ kernels of csrc/ (fastdiff._cpu, pybind11 + OpenMP) on CPU tensors.
+
+Each tensor crosses to C++ as a *view spec* — (storage data pointer, storage bytes, dtype code,
+storage offset, sizes, strides), offset and strides in elements — so no PyTorch headers are needed to
+build the extension. `view_spec` checks what Python can (device, layout, dtype, strides); the extension
+checks every spec again against the buffer size before touching memory. Kernels run with the GIL
+released on `torch.get_num_threads()` OpenMP threads, and give bit-identical results for any thread
+count (fixed blocks merged in a fixed order). Raw result layouts: `fastdiff.stats`.
+
+>>> import torch, fastdiff as fd
+>>> "cpp" in fd.available_backends()
+True
+>>> fd.tensor_stats(torch.arange(5.0), backend="cpp").std.item()
+1.5811388300841898
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import _cpu
+from . import torch_backend
+from .launch import StepLaunch
+
+# dtype codes of csrc/api.h (enum Dtype)
+DTYPE_CODES = {
+    torch.float32: 0,
+    torch.float64: 1,
+    torch.float16: 2,
+    torch.bfloat16: 3,
+    torch.uint8: 4,
+    torch.int8: 5,
+    torch.int16: 6,
+    torch.int32: 7,
+    torch.int64: 8,
+    torch.bool: 9,
+}
+
+
+def threads() -> int:
+    """OpenMP threads per kernel: PyTorch's intra-op thread count."""
+    return max(1, torch.get_num_threads())
+
+
+def view_spec(t: torch.Tensor) -> tuple:
+    """The view spec of a CPU tensor for fastdiff._cpu; TypeError/ValueError for what C++ cannot read.
+
+    The caller keeps `t` alive for the duration of the call (the spec holds a raw pointer).
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor; got a {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise ValueError(f"the C++ backend reads CPU tensors; got a tensor on {t.device}")
+    if t.layout != torch.strided:
+        raise TypeError(f"the C++ backend reads dense (strided) tensors; got layout {t.layout}")
+    if t.dtype not in DTYPE_CODES:
+        raise TypeError(f"the C++ backend does not read {t.dtype}; accepted: {', '.join(map(str, DTYPE_CODES))}")
+    if t.is_neg() or t.is_conj():
+        raise ValueError("pass a resolved tensor (resolve_neg / resolve_conj) to the C++ backend")
+    if any(s < 0 for s in t.stride()):
+        raise ValueError(f"negative strides {t.stride()} are not supported")
+    storage = t.untyped_storage()
+    return (
+        storage.data_ptr(),
+        storage.nbytes(),
+        DTYPE_CODES[t.dtype],
+        t.storage_offset(),
+        list(t.shape),
+        list(t.stride()),
+    )
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    return t.resolve_neg() if t.is_neg() else t
+
+
+def _native(t: torch.Tensor) -> bool:
+    return t.dtype in DTYPE_CODES
+
+
+# --------------------------------------------------------------------------------------------------
+# stats
+
+
+def _raw_rows(xs: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw stats of rows[i] equal consecutive rows of each xs[i]: counts [R, 5], moments [R, 4]."""
+    total = sum(rows)
+    counts = torch.empty(total, 5, dtype=torch.int64)
+    moments = torch.empty(total, 4, dtype=torch.float64)
+    _cpu.tensor_stats([view_spec(x) for x in xs], rows, view_spec(counts), view_spec(moments), threads())
+    return counts, moments
+
+
+def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if not _native(x):  # e.g. uint16 or float8: the torch backend reads them as float64
+        return torch_backend.tensor_stats(x, per_sample)
+    x = _readable(x)
+    if per_sample:
+        return _raw_rows([x], [x.shape[0]])
+    counts, moments = _raw_rows([x], [1])
+    return counts[0], moments[0]
+
+
+def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    native = [i for i, x in enumerate(xs) if _native(x)]
+    counts = torch.empty(len(xs), 5, dtype=torch.int64)
+    moments = torch.empty(len(xs), 4, dtype=torch.float64)
+    if native:
+        c, m = _raw_rows([_readable(xs[i]) for i in native], [1] * len(native))
+        counts[native], moments[native] = c, m
+    for i, x in enumerate(xs):
+        if not _native(x):
+            counts[i], moments[i] = torch_backend.tensor_stats(x, False)
+    return counts, moments
+
+
+def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tensor:
+    if not (_native(a) and _native(b)):
+        return torch_backend.pair_stats(a, b, per_sample)
+    a, b = _readable(a), _readable(b)
+    rows = a.shape[0] if per_sample else 1
+    out = torch.empty(rows, 6, dtype=torch.float64)
+    _cpu.pair_stats(view_spec(a), view_spec(b), rows, view_spec(out), threads())
+    return out if per_sample else out[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# the generic step
+
+
+def provably_non_overlapping(t: torch.Tensor) -> bool:
+    """The extension's test for a writable output (csrc/module.cpp, check_writable): with the dims of
+    size > 1 sorted by stride, each stride exceeds the largest offset the smaller ones reach."""
+    extent = 0
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz > 1):
+        if stride <= extent:
+            return False
+        extent += (size - 1) * stride
+    return True
+
+
+def _writable(t: torch.Tensor | None) -> torch.Tensor | None:
+    """t itself, or a contiguous stand-in (copied back after the call) for a layout C++ refuses to write."""
+    if t is None or provably_non_overlapping(t):
+        return t
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
+def fused_step(L: StepLaunch):
+    prev, x0 = _writable(L.prev_out), _writable(L.x0_out)
+    x, o = _readable(L.x), _readable(L.out)
+    u = _readable(L.uncond) if L.uncond is not None else None
+    z = _readable(L.noise) if L.noise is not None else None
+    history = [_readable(h) for h in L.history]
+
+    clip_mode = L.clip_mode
+    lo = -math.inf if L.clip_lo is None else float(L.clip_lo)
+    hi = math.inf if L.clip_hi is None else float(L.clip_hi)
+    clipped = torch.zeros(1, 1, dtype=torch.int64)
+    counts = torch.empty(2, 5, dtype=torch.int64)
+    moments = torch.empty(2, 4, dtype=torch.float64)
+    _cpu.fused_step(
+        view_spec(x),
+        view_spec(o),
+        None if u is None else view_spec(u),
+        None if z is None else view_spec(z),
+        [view_spec(h) for h in history],
+        [] if L.coeffs is None else [float(c) for c in L.coeffs],
+        None if L.table is None else view_spec(L.table),
+        None if L.table_index is None else view_spec(L.table_index),
+        float(L.guidance),
+        clip_mode,
+        lo,
+        hi,
+        None if L.threshold_scale is None else view_spec(L.threshold_scale),
+        view_spec(prev),
+        None if x0 is None else view_spec(x0),
+        bool(L.want_stats),
+        view_spec(clipped),
+        view_spec(counts),
+        view_spec(moments),
+        threads(),
+    )
+    if prev is not L.prev_out:
+        L.prev_out.copy_(prev)
+    if x0 is not L.x0_out:
+        L.x0_out.copy_(x0)
+    clipped = clipped.reshape(())
+    if not L.want_stats:
+        return clipped, None, None
+    return clipped, (counts[0], moments[0]), (counts[1], moments[1])
