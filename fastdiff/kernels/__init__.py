@@ -82,6 +82,14 @@ def availability(name: str, device: torch.device | None = None) -> tuple[bool, s
     return True, ""
 
 
+def backend_name(module) -> str:
+    """The name ("torch", "triton", "cpp") of a backend module returned by `resolve`."""
+    for name, mod in _MODULES.items():
+        if module.__name__ == mod:
+            return name
+    return module.__name__
+
+
 def available_backends() -> list[str]:
     """Backends that can run on some device of this machine, e.g. ["torch", "cpp"]."""
     return [b for b in BACKENDS if availability(b)[0]]
