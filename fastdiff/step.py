@@ -162,7 +162,9 @@ class PhiloxNoise:
         off = self.offset
         if isinstance(off, torch.Tensor):
             if off.dtype != torch.int64 or off.dim() != 0:
-                raise ValueError(f"a PhiloxNoise offset tensor must be int64 and 0-d; got {off.dtype} {tuple(off.shape)}")
+                raise ValueError(
+                    f"a PhiloxNoise offset tensor must be int64 and 0-d; got {off.dtype} {tuple(off.shape)}"
+                )
         elif isinstance(off, bool) or not isinstance(off, int) or off < 0:
             raise ValueError(f"PhiloxNoise offset must be an int >= 0 or an int64 0-d tensor; got {off!r}")
 

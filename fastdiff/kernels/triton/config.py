@@ -37,7 +37,11 @@ class Tile:
 
 
 # stats of one tensor: 8 x 1024 fp32 = 32 KB per super-tile; 2-byte dtypes read 8 x 2048 (16-byte loads)
-STATS_TILE = {4: Tile(sub=8, vec=4, num_warps=8), 2: Tile(sub=8, vec=8, num_warps=8), 8: Tile(sub=4, vec=2, num_warps=8)}
+STATS_TILE = {
+    4: Tile(sub=8, vec=4, num_warps=8),
+    2: Tile(sub=8, vec=8, num_warps=8),
+    8: Tile(sub=4, vec=2, num_warps=8),
+}
 # pair stats accumulate four float64 sums per lane: fewer rows keep the registers in check
 PAIR_TILE = Tile(sub=4, vec=4, num_warps=8)
 # the step holds up to 9 operands of a tile plus two sets of per-lane stats

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from . import config
-from .tiles import tile_local
+from .tiles import tile_local, to_storage
 
 
 @triton.jit
@@ -30,7 +30,8 @@ def normal_run(seed, k0, SUB: tl.constexpr, LANES: tl.constexpr):
     """Normal numbers k0 + [SUB, LANES] row-major positions; k0 % 4 == 0 and LANES % 4 == 0."""
     counter = (k0 >> 2) + tile_local(SUB, LANES // 4).to(tl.int64)
     n1, n2, n3, n4 = tl.randn4x(seed, counter)
-    return tl.reshape(tl.join(tl.join(n1, n2), tl.join(n3, n4)), (SUB, LANES))
+    # tl.join adds a minor dim: [q, i, j] = (join(n1, n3), join(n2, n4))[j][q, i] -> n1, n2, n3, n4 along q
+    return tl.reshape(tl.join(tl.join(n1, n3), tl.join(n2, n4)), (SUB, LANES))
 
 
 @triton.jit
@@ -47,7 +48,10 @@ def normal_tile(seed, k0, local, CONTIG_RUN: tl.constexpr, SUB: tl.constexpr, LA
 
 
 @triton.jit(do_not_specialize=["numel", "seed", "offset"])
-def _fill_kernel(out_ptr, numel, seed, offset_ptr, offset, OFFSET_PTR: tl.constexpr, SUB: tl.constexpr, LANES: tl.constexpr):
+def _fill_kernel(
+    out_ptr, numel, seed, offset_ptr, offset, OFFSET_PTR: tl.constexpr, SUB: tl.constexpr, LANES: tl.constexpr,
+    EMULATE_RTNE: tl.constexpr,
+):  # fmt: skip
     SUPER: tl.constexpr = SUB * LANES
     start = tl.program_id(0).to(tl.int64) * SUPER
     if OFFSET_PTR:
@@ -56,7 +60,7 @@ def _fill_kernel(out_ptr, numel, seed, offset_ptr, offset, OFFSET_PTR: tl.conste
         off = tl.cast(offset, tl.int64)
     local = tile_local(SUB, LANES)
     z = normal_tile(seed, off + start, local.to(tl.int64), True, SUB, LANES)
-    tl.store(out_ptr + start + local, z.to(out_ptr.dtype.element_ty), mask=local < numel - start)
+    tl.store(out_ptr + start + local, to_storage(z, out_ptr.dtype.element_ty, EMULATE_RTNE), mask=local < numel - start)
 
 
 def philox_normal(shape, seed: int, offset, *, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -87,6 +91,7 @@ def philox_normal(shape, seed: int, offset, *, dtype=torch.float32, device=None)
         OFFSET_PTR=is_ptr,
         SUB=tile.sub,
         LANES=tile.lanes,
+        EMULATE_RTNE=device.type == "cpu",
         num_warps=tile.num_warps,
     )
     return out

@@ -74,7 +74,20 @@ def as_native(x: torch.Tensor) -> torch.Tensor:
 
 @triton.jit
 def _stats_range(
-    base, row_off, c, C, inner, s2, s3, t1, t2, t3, ACC: tl.constexpr, CONTIG: tl.constexpr, SUB: tl.constexpr, LANES: tl.constexpr
+    base,
+    row_off,
+    c,
+    C,
+    inner,
+    s2,
+    s3,
+    t1,
+    t2,
+    t3,
+    ACC: tl.constexpr,
+    CONTIG: tl.constexpr,
+    SUB: tl.constexpr,
+    LANES: tl.constexpr,
 ):
     """Per-lane moments of the super-tiles c, c + C, ... of one row."""
     n, mean, m2, vmin, vmax, nan, posinf, neginf, zero = lane_state(LANES, ACC)
@@ -137,9 +150,13 @@ def tensor_stats_kernel(
         C = tl.load(rec + 7)
         row_off = tl.zeros((), tl.int64)
         if tl.load(rec + 8) != 0:
-            acc = _stats_range(base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, True, SUB, LANES)
+            acc = _stats_range(
+                base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, True, SUB, LANES
+            )
         else:
-            acc = _stats_range(base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, False, SUB, LANES)
+            acc = _stats_range(
+                base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, False, SUB, LANES
+            )
     else:
         r = pid // progs_per_row
         c = pid % progs_per_row
@@ -527,9 +544,7 @@ def _build_tables(xs: list[torch.Tensor]):
             n_tiles = math.ceil(p.inner / tile.size)
             progs = max(1, min(n_tiles, round(target * p.inner / total)))
             _, t1, t2, t3 = p.strides[0]
-            seg_rows.append(
-                [x.data_ptr(), p.inner, p.sizes[1], p.sizes[2], t1, t2, t3, progs, int(p.contiguous)]
-            )
+            seg_rows.append([x.data_ptr(), p.inner, p.sizes[1], p.sizes[2], t1, t2, t3, progs, int(p.contiguous)])
             prog_rows.extend([[local_seg, c] for c in range(progs)])
             merge_by_index[i] = [part, progs, i, p.repeat]
             part += progs

@@ -36,7 +36,7 @@ from .layout import plan, row_major_strides
 from .moments import accumulate, lane_state, store_partial
 from .philox import normal_at, normal_tile
 from .stats import launch, merge
-from .tiles import strided_offsets, tile_local, unravel
+from .tiles import strided_offsets, tile_local, to_storage, unravel
 
 _SCALARS = [f"k_{f}" for f in COEFF_FIELDS] + ["k_w", "k_lo", "k_hi", "seed", "noise_offset"]
 
@@ -124,6 +124,7 @@ def step_kernel(
     CONTIG: tl.constexpr,
     SUB: tl.constexpr,
     LANES: tl.constexpr,
+    EMULATE_RTNE: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     r = (pid // progs_per_row).to(tl.int64)
@@ -258,8 +259,8 @@ def step_kernel(
             if pn != 0:
                 prev = prev + pn * z
 
-        prev_st = prev.to(out_dt)
-        x0_st = x0.to(out_dt)
+        prev_st = to_storage(prev, out_dt, EMULATE_RTNE)
+        x0_st = to_storage(x0, out_dt, EMULATE_RTNE)
         _st(_ptr(prev_ptr, r * pr, p1, p2, p3, start, local, i1, i2, i3, CONTIG), prev_st, mask, full)
         if WANT_X0:
             _st(_ptr(x0_ptr, r * qr, q1, q2, q3, start, local, i1, i2, i3, CONTIG), x0_st, mask, full)
@@ -309,7 +310,11 @@ def fused_step(L: StepLaunch, philox=None):
     want_stats = L.want_stats
     if x.numel() == 0:
         clipped = torch.zeros((), dtype=torch.int64, device=device)
-        return clipped, (empty_raw(device=device) if want_stats else None), (empty_raw(device=device) if want_stats else None)
+        return (
+            clipped,
+            (empty_raw(device=device) if want_stats else None),
+            (empty_raw(device=device) if want_stats else None),
+        )
 
     ops = {"prev": L.prev_out, "x": x, "o": L.out}
     if L.uncond is not None:
@@ -417,6 +422,7 @@ def fused_step(L: StepLaunch, philox=None):
         CONTIG=p.contiguous,
         SUB=tile.sub,
         LANES=tile.lanes,
+        EMULATE_RTNE=device.type == "cpu",
         num_warps=tile.num_warps,
     )
     for name, user in copy_back.items():

@@ -62,3 +62,18 @@ def load_tile(
     if MASKED:
         return tl.load(p, mask=local < inner - start, other=0)
     return tl.load(p)
+
+
+@triton.jit
+def to_storage(v, dtype: tl.constexpr, EMULATE_RTNE: tl.constexpr):
+    """v rounded to the storage dtype, round-to-nearest-even as on the GPU and in PyTorch.
+
+    The interpreter (triton 3.x) truncates fp32 -> bf16; with EMULATE_RTNE (set under the interpreter
+    only) the rounding is done on the bits instead, so CI checks the numbers a GPU stores.
+    """
+    if EMULATE_RTNE and dtype == tl.bfloat16 and v.dtype == tl.float32:
+        bits = v.to(tl.uint32, bitcast=True)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)  # RTNE on the 16 dropped bits; carries into the exponent
+        bits = tl.where(v != v, bits | 0x400000, rounded)  # NaN stays a (quiet) NaN
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return v.to(dtype)
