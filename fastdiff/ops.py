@@ -326,7 +326,7 @@ def fused_step(
                 f"dynamic thresholding needs a batch dimension with samples; got x of shape {tuple(x.shape)}"
             )
         # The per-sample quantile needs x0 before the fused pass (a sort cannot be fused into it).
-        if philox is not None:  # ... and so the noise, when x0 reads it: materialise the same stream
+        if philox is not None and (vector is None or vector[2] != 0):  # ... and the noise, when x0 reads it
             noise = impl.philox_normal(x.shape, philox.seed, philox.offset, dtype=x.dtype, device=x.device)
         ct = torch.float64 if x.dtype == torch.float64 else torch.float32
         c = vector if vector is not None else table[index].to(ct).unbind()  # device scalars: no sync

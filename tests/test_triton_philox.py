@@ -117,9 +117,13 @@ def test_noise_enters_every_line_like_a_tensor():
     # cn (x0), en (eps) and pn (x') all read the same z; compare with the same noise passed as a tensor
     g = torch.Generator().manual_seed(0)
     x, mo = (torch.randn(3, 50, generator=g).to(DEVICE) for _ in range(2))
-    c = StepCoeffs(cx=0.9, co=0.2, cn=0.3, ex=0.5, eo=0.1, en=0.7, px=0.2, p0=0.6, pe=0.4, pn=0.25)
+    full = StepCoeffs(cx=0.9, co=0.2, cn=0.3, ex=0.5, eo=0.1, en=0.7, px=0.2, p0=0.6, pe=0.4, pn=0.25)
+    no_x0_noise = StepCoeffs(cx=0.9, co=0.2, ex=0.5, eo=0.1, en=0.7, px=0.2, p0=0.6, pe=0.4, pn=0.25)
     z = draw((3, 50), seed=11, offset=4).float().to(DEVICE)
-    for clip in (None, ClipRange(-0.8, 0.8), DynamicThreshold(0.9, 1.2)):
+    cases = [
+        (c, clip) for c in (full, no_x0_noise) for clip in (None, ClipRange(-0.8, 0.8), DynamicThreshold(0.9, 1.2))
+    ]
+    for c, clip in cases:
         a = fd.fused_step(x, mo, c, noise=PhiloxNoise(11, 4), clip=clip, return_x0=True, backend="triton")
         b = fd.fused_step(x, mo, c, noise=z, clip=clip, return_x0=True, backend="triton")
         torch.testing.assert_close(a.prev_sample, b.prev_sample, rtol=1e-6, atol=1e-6)

@@ -7,7 +7,8 @@ Each backend module implements the same four functions over already-validated in
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
     fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
 
-(raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`).
+(raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`
+and `philox_normal(shape, seed, offset, dtype=, device=)` for a backend that draws `PhiloxNoise` in its kernel.
 """
 
 from __future__ import annotations

@@ -138,9 +138,10 @@ def tensor_stats_kernel(
         seg = tl.load(prog_ptr + 2 * pid)
         c = tl.load(prog_ptr + 2 * pid + 1)
         rec = seg_ptr + seg * SEG_FIELDS
-        base = tl.load(rec).to(tl.pointer_type(x_ptr.dtype.element_ty))
-        if ALIGNED:
-            base = tl.multiple_of(base, 16)
+        addr = tl.load(rec)
+        if ALIGNED:  # every data pointer of this group is 16-byte aligned: lets the loads vectorise
+            addr = tl.multiple_of(addr, 16)
+        base = addr.to(tl.pointer_type(x_ptr.dtype.element_ty))
         seg_inner = tl.load(rec + 1)
         seg_s2 = tl.load(rec + 2)
         seg_s3 = tl.load(rec + 3)
