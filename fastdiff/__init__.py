@@ -8,7 +8,7 @@
 from .ops import available_backends, fused_step, multi_tensor_stats, pair_stats, tensor_stats
 from .schedule import Schedule, check_schedule
 from .stats import PairStats, TensorStats
-from .step import ClipRange, CoeffTable, DynamicThreshold, StepCoeffs, StepResult
+from .step import ClipRange, CoeffTable, DynamicThreshold, PhiloxNoise, StepCoeffs, StepResult
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "CoeffTable",
     "DynamicThreshold",
     "PairStats",
+    "PhiloxNoise",
     "Schedule",
     "StepCoeffs",
     "StepResult",

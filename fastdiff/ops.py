@@ -16,7 +16,16 @@ import torch
 from . import kernels
 from .kernels.launch import StepLaunch
 from .stats import PairStats, TensorStats
-from .step import MAX_HISTORY, ClipRange, CoeffTable, DynamicThreshold, StepCoeffs, StepResult, normalize_clip
+from .step import (
+    MAX_HISTORY,
+    ClipRange,
+    CoeffTable,
+    DynamicThreshold,
+    PhiloxNoise,
+    StepCoeffs,
+    StepResult,
+    normalize_clip,
+)
 
 STEP_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -209,7 +218,7 @@ def fused_step(
     guidance_scale: float = 1.0,
     clip=None,
     history: Sequence[torch.Tensor] = (),
-    noise: torch.Tensor | None = None,
+    noise: torch.Tensor | PhiloxNoise | None = None,
     generator: torch.Generator | None = None,
     out: torch.Tensor | None = None,
     x0_out: torch.Tensor | None = None,
@@ -227,7 +236,8 @@ def fused_step(
         clip: None, c (for [-c, c]), (lo, hi), `ClipRange` or `DynamicThreshold`.
         history: earlier x0 / derivatives / samples for multistep and Heun updates (<= 3).
         noise, generator: z for stochastic samplers; drawn as torch.randn(x.shape, generator=...) when needed
-            and not given.
+            and not given. `noise=PhiloxNoise(seed, offset)` draws z inside the kernel instead (backends
+            that support it: triton) and advances its offset by x.numel().
         out, x0_out: buffers for x' and x0 (so a loop allocates nothing); `out` may be `x` itself.
         return_x0: allocate and return x0 (implied by x0_out).
         stats: accumulate TensorStats of x' and x0 in the same pass.
@@ -288,11 +298,23 @@ def fused_step(
         raise ValueError(f"at most {MAX_HISTORY} history tensors are supported; got {len(history)}")
     history = tuple(as_input(f"history[{k}]", h) for k, h in enumerate(history))
 
+    philox = None
+    if isinstance(noise, PhiloxNoise):
+        philox, noise = (noise if uses_noise else None), None
+        if philox is not None and isinstance(philox.offset, torch.Tensor) and philox.offset.device != x.device:
+            raise ValueError(f"the PhiloxNoise offset is on {philox.offset.device} but x is on {x.device}")
     if noise is not None:
         noise = as_input("noise", noise)
-    elif uses_noise:
+    elif uses_noise and philox is None:
         noise_device = generator.device if generator is not None else x.device
         noise = torch.randn(x.shape, generator=generator, device=noise_device, dtype=x.dtype).to(x.device)
+
+    impl = kernels.resolve(backend, x.device)
+    if philox is not None and not getattr(impl, "supports_philox", False):
+        raise NotImplementedError(
+            f"backend {kernels.backend_name(impl)!r} cannot generate noise inside the step (noise=PhiloxNoise); "
+            "backends that can: 'triton' (CUDA, or CPU with TRITON_INTERPRET=1). Or pass noise as a tensor."
+        )
 
     clip = normalize_clip(clip)
     clip_lo = clip_hi = scale = None
@@ -304,6 +326,8 @@ def fused_step(
                 f"dynamic thresholding needs a batch dimension with samples; got x of shape {tuple(x.shape)}"
             )
         # The per-sample quantile needs x0 before the fused pass (a sort cannot be fused into it).
+        if philox is not None and (vector is None or vector[2] != 0):  # ... and the noise, when x0 reads it
+            noise = impl.philox_normal(x.shape, philox.seed, philox.offset, dtype=x.dtype, device=x.device)
         ct = torch.float64 if x.dtype == torch.float64 else torch.float32
         c = vector if vector is not None else table[index].to(ct).unbind()  # device scalars: no sync
         o = model_output.to(ct)
@@ -325,7 +349,6 @@ def fused_step(
     elif return_x0:
         x0_out = torch.empty_like(x)
 
-    impl = kernels.resolve(backend, x.device)
     launch = StepLaunch(
         x=x,
         out=model_output,
@@ -342,8 +365,11 @@ def fused_step(
         prev_out=out,
         x0_out=x0_out,
         want_stats=bool(stats),
+        philox=philox if noise is None else None,
     )
     clipped, prev_raw, x0_raw = impl.fused_step(launch)
+    if philox is not None:
+        philox.advance(x.numel())
     return StepResult(
         prev_sample=out,
         pred_x0=x0_out,

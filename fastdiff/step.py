@@ -133,6 +133,49 @@ class CoeffTable:
         )
 
 
+@dataclass
+class PhiloxNoise:
+    """Noise generated inside the step kernel from a counter-based RNG, instead of a tensor (`noise=`).
+
+    Element e (row-major index over the sample's shape) gets normal number k = offset + e of stream
+    `seed`: lane k % 4 of Box-Muller applied to Philox4x32-10(key=seed, counter=k // 4) (Triton's
+    `tl.randn4x`). Like a `torch.Generator`, a step that draws from it advances `offset` by the number
+    of elements, so consecutive steps get fresh, independent noise; the same (seed, offset) gives the
+    same noise on any memory layout. `offset` may be an int64 0-d tensor on the sample's device: it is
+    read and advanced on the device (no sync; a captured CUDA graph replays it correctly).
+
+    Saves writing and re-reading a noise tensor. Backends that generate it: triton (CUDA, or CPU with
+    TRITON_INTERPRET=1); the others raise NotImplementedError.
+
+    >>> from fastdiff.step import PhiloxNoise
+    >>> n = PhiloxNoise(seed=1234)
+    >>> n.advance(16); n.offset
+    16
+    """
+
+    seed: int
+    offset: int | torch.Tensor = 0
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"PhiloxNoise seed must be an int in [0, 2**63); got {self.seed!r}")
+        off = self.offset
+        if isinstance(off, torch.Tensor):
+            if off.dtype != torch.int64 or off.dim() != 0:
+                raise ValueError(
+                    f"a PhiloxNoise offset tensor must be int64 and 0-d; got {off.dtype} {tuple(off.shape)}"
+                )
+        elif isinstance(off, bool) or not isinstance(off, int) or off < 0:
+            raise ValueError(f"PhiloxNoise offset must be an int >= 0 or an int64 0-d tensor; got {off!r}")
+
+    def advance(self, n: int) -> None:
+        """offset += n (in place on the device for a tensor offset)."""
+        if isinstance(self.offset, torch.Tensor):
+            self.offset.add_(n)
+        else:
+            self.offset += int(n)
+
+
 @dataclass(frozen=True)
 class ClipRange:
     """Static clipping of x0 to [lo, hi] (diffusers `clip_sample`, `clip_sample_range`)."""

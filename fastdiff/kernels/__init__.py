@@ -7,7 +7,8 @@ Each backend module implements the same four functions over already-validated in
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
     fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
 
-(raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`).
+(raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`
+and `philox_normal(shape, seed, offset, dtype=, device=)` for a backend that draws `PhiloxNoise` in its kernel.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def availability(name: str, device: torch.device | None = None) -> tuple[bool, s
     if name == "cpp" and dev_type not in (None, "cpu"):
         return False, f"the C++ backend runs on CPU tensors; got a {dev_type} tensor"
     return True, ""
+
+
+def backend_name(module) -> str:
+    """The name ("torch", "triton", "cpp") of a backend module returned by `resolve`."""
+    for name, mod in _MODULES.items():
+        if module.__name__ == mod:
+            return name
+    return module.__name__
 
 
 def available_backends() -> list[str]:

@@ -33,6 +33,7 @@ class StepLaunch:
     prev_out: torch.Tensor
     x0_out: torch.Tensor | None
     want_stats: bool
+    philox: object | None = None  # fastdiff.step.PhiloxNoise: draw z in the kernel (then noise is None)
 
     def __post_init__(self):
         assert len(self.history) <= MAX_HISTORY

@@ -205,6 +205,11 @@ def step_math(L: StepLaunch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def fused_step(L: StepLaunch):
+    if L.philox is not None:
+        raise NotImplementedError(
+            "backend 'torch' cannot generate noise inside the step (noise=PhiloxNoise); "
+            "use backend='triton' or pass noise as a tensor"
+        )
     xp, x0c, clipped = step_math(L)
     L.prev_out.copy_(xp)
     x0_stored = x0c.to(L.x.dtype)
