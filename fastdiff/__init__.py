@@ -6,6 +6,7 @@
 """
 
 from .ops import available_backends, fused_step, multi_tensor_stats, pair_stats, tensor_stats
+from .probe import Recorder
 from .schedule import Schedule, check_schedule
 from .stats import PairStats, TensorStats
 from .step import ClipRange, CoeffTable, DynamicThreshold, StepCoeffs, StepResult
@@ -17,6 +18,7 @@ __all__ = [
     "CoeffTable",
     "DynamicThreshold",
     "PairStats",
+    "Recorder",
     "Schedule",
     "StepCoeffs",
     "StepResult",
