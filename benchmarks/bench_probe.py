@@ -232,6 +232,7 @@ def main(argv=None):
     ap.add_argument("--channels", default="64,128,256,256")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--variants", default="none,probe,probe_logs,naive,histc")
     ap.add_argument("--quick", action="store_true", help="2 rounds of 2 steps, a small model")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -239,6 +240,8 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.steps, args.channels = 2, 2, "16,32"
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     channels = tuple(int(c) for c in args.channels.split(","))
     variants = args.variants.split(",")
@@ -286,6 +289,7 @@ def main(argv=None):
             per_round[v].append((time.perf_counter() - t0) / args.steps)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {per_round[v][-1] * 1e3:.1f} ms" for v in variants))
 
+    components = probe_components(trainers, recorders, args.rounds) if {"probe", "naive"} <= set(variants) else {}
     for rec in recorders.values():
         rec.close()
     if "naive" in trainers:
@@ -315,16 +319,90 @@ def main(argv=None):
             if {"naive", "probe"} <= set(variants) and overhead["probe"] > 0
             else None
         ),
+        "components_ms": components,
         "watch_bytes_read_per_step": probe_bytes,
         "copy_bandwidth_gbps": bandwidth,
         "probe_records_written": log_lines,
         "per_round_ms": {v: [t * 1e3 for t in ts] for v, ts in per_round.items()},
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
     }
-    print(json.dumps({k: result[k] for k in ("median_step_ms", "overhead", "naive_over_probe_overhead")}, indent=1))
+    keys = ("median_step_ms", "overhead", "naive_over_probe_overhead", "components_ms")
+    print(json.dumps({k: result[k] for k in keys}, indent=1))
     if not args.quick:
         write_results(result, args.out)
     return result
+
+
+class _paused:
+    """Drop what a Recorder's hooks record meanwhile (we only want the tensors here)."""
+
+    def __init__(self, rec):
+        self.rec = rec
+
+    def __enter__(self):
+        self.parts = len(self.rec._parts)
+
+    def __exit__(self, *exc):
+        del self.rec._parts[self.parts :]
+
+
+def probe_components(trainers: dict, recorders: dict, rounds: int) -> dict[str, float]:
+    """The probes' own work per step, timed alone (medians of interleaved repeats): less exposed to the
+    noise of a shared machine than the difference of two training-step times."""
+    probe, naive = trainers["probe"], trainers["naive"]
+    rec, logger = recorders["probe"], naive.logger
+    watch = rec._watches[0]
+    model = probe.model
+    x = probe.data[: probe.batch]
+    feats = []  # the block outputs of one forward pass, as the training loop's hooks see them
+    blocks = [*model.down, model.mid, *model.up]
+    handles = [b.register_forward_hook(lambda m, i, out: feats.append(out.detach().clone())) for b in blocks]
+    with torch.no_grad(), _paused(rec):
+        model(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
+    for h in handles:
+        h.remove()
+
+    def logs(log):
+        for name in ("x0", "noise", "alpha_t", "sigma_t", "pred", "target", "pred_x0"):
+            log.log(name, x)
+        log.log("t", x.reshape(-1)[: probe.batch])
+        log.log("x_t", x, per_sample=True)
+        for i, f in enumerate(feats):
+            log.log(f"block{i}", f)
+        log.log_pair("pred~target", x, x)
+        log.log_scalar("loss", x.sum())
+
+    def probe_step():
+        logs(rec)
+        watch.capture()
+        rec._step += 1  # as step(), without its flush: flush is timed on its own below
+        rec._since_flush = 0
+
+    def naive_step():
+        logs(logger)
+        logger.watch_step(model)
+        logger.step()
+
+    histc = HistcWatcher()
+    jobs = {"probe logs + watch": probe_step, "probe flush (per step)": None, "naive": naive_step}
+    jobs["histc"] = lambda: histc.watch_step(model)
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(max(3, rounds)):
+        for name, job in jobs.items():
+            if job is None:  # flush the records of the probe steps just timed, per step
+                n_steps = max(1, len({p.step for p in rec._parts}))
+                t0 = time.perf_counter()
+                rec.flush()
+                times[name].append((time.perf_counter() - t0) / n_steps)
+                continue
+            sync(x.device)
+            t0 = time.perf_counter()
+            job()
+            sync(x.device)
+            times[name].append(time.perf_counter() - t0)
+    out = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    out["probe total"] = out["probe logs + watch"] + out["probe flush (per step)"]
+    return out
 
 
 def write_results(result: dict, out_dir: str) -> None:
@@ -352,6 +430,14 @@ def write_results(result: dict, out_dir: str) -> None:
     lines += [
         "",
         f"naive `.item()` overhead / probe overhead: {ratio:.2f}x" if ratio else "",
+        "The probes' own work per step, timed alone (medians): "
+        + ", ".join(f"{k} {v:.1f} ms" for k, v in result["components_ms"].items())
+        + (
+            f" — naive / probe: {result['components_ms']['naive'] / result['components_ms']['probe total']:.1f}x"
+            if result["components_ms"]
+            else ""
+        ),
+        "",
         f"watch reads {result['watch_bytes_read_per_step'] / 1e6:.1f} MB per step (params, grads, updates); "
         f"copy bandwidth measured in the same run: {result['copy_bandwidth_gbps']:.1f} GB/s.",
         f"records written: {result['probe_records_written']}",

@@ -10,6 +10,7 @@ import torch
 from backends import backend_params
 
 import fastdiff as fd
+from fastdiff import reference
 from fastdiff.probe import Sink, read_jsonl
 from fastdiff.stats import PAIR_FIELDS, TENSOR_FIELDS
 
@@ -51,12 +52,13 @@ def test_records_equal_the_stats_ops(tmp_path, backend):
     assert rec["per_sample"] == {
         k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in per[k]] for k in TENSOR_FIELDS
     }
-    whole = fd.tensor_stats(x[:, ::2].half(), backend=backend).to_dict()
+    # the whole-tensor fields of a per-sample record are the Chan merge of its rows (exact in float64):
+    # against the oracle, they carry only the backend's own row error (API.md: 1e-6; torch: float64-exact)
+    whole = reference.tensor_stats(x[:, ::2].half())
     for k in ("count", "nan_count", "posinf_count", "neginf_count", "zero_count", "min", "max"):
         assert rec[k] == as_json(whole)[k]
-    assert rec["mean"] == pytest.approx(whole["mean"], rel=1e-12) and rec["std"] == pytest.approx(
-        whole["std"], rel=1e-12
-    )
+    rtol = 1e-12 if backend == "torch" else 1e-6
+    assert rec["mean"] == pytest.approx(whole["mean"], rel=rtol) and rec["std"] == pytest.approx(whole["std"], rel=rtol)
 
     pair = as_json(fd.pair_stats(a, b, backend=backend).to_dict())
     assert got[0, "v_pred~v_tgt"] == {"step": 0, "name": "v_pred~v_tgt", "kind": "pair", "role": None, **pair}

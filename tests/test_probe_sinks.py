@@ -127,3 +127,11 @@ def test_sink_extras_say_how_to_install(tmp_path, monkeypatch):
         fd.Recorder(None, sinks=[TensorBoardSink(tmp_path)])
     with pytest.raises(ImportError, match=r"fastdiff\[wandb\]"):
         fd.Recorder(None, sinks=[WandbSink()])
+
+
+def test_records_are_written_at_exit_without_close(tmp_path):
+    path = tmp_path / "run.jsonl"
+    script = "import sys, torch, fastdiff as fd\nrec = fd.Recorder(sys.argv[1], backend='torch')\n"
+    script += "rec.log('x', torch.ones(3))\nrec.step()\nrec.log_scalar('loss', 0.5)\n"
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=120)
+    assert [(r["step"], r["name"]) for r in read_jsonl(path).records] == [(0, "x"), (1, "loss")]

@@ -162,3 +162,26 @@ def test_watch_options_and_errors(tmp_path):
     params = ("0.weight", "0.bias", "2.weight", "2.bias")
     assert {n for _, n in got} == {f"param/{p}" for p in params} | {f"param/ema.{p}" for p in params} | {"act/0"}
     assert {s for s, _ in got} == {0}  # removed watches record nothing
+
+
+def test_update_stats_keep_signs_and_non_finite_counts(tmp_path):
+    # the update is computed as w_prev - w in place of the snapshot, then its stats are flipped: check the flip
+    net = torch.nn.Linear(4, 3, bias=False)
+    path = tmp_path / "run.jsonl"
+    with fd.Recorder(path, backend="torch") as rec:
+        rec.watch(net, every=1, grads=False)
+        before = net.weight.detach().clone()
+        rec.step()
+        with torch.no_grad():
+            net.weight[0, 0] = math.inf
+            net.weight[0, 1] = -math.inf
+            net.weight[1, 0] = math.nan
+            net.weight[2] += torch.tensor([1.0, 2.0, 3.0, -4.0])
+        rec.step()
+    got = by_key(path)[1, "update/weight"]
+    delta = net.weight.detach() - before
+    want = fd.tensor_stats(delta, backend="torch").to_dict()
+    assert (got["posinf_count"], got["neginf_count"], got["nan_count"]) == (1, 1, 1)
+    for k in ("count", "zero_count", "min", "max", "mean", "std", "absmax", "l2"):
+        assert got[k] == want[k], k
+    assert got["min"] == pytest.approx(-4.0) and got["max"] == pytest.approx(3.0)

@@ -9,8 +9,10 @@ exactly, and hands them to the sinks.
 
 from __future__ import annotations
 
+import atexit
 import numbers
 import os
+import weakref
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -34,6 +36,15 @@ def _positive_int(name: str, value, *, allow_zero: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name}={value!r}: accepted an int >= {low}")
     return int(value)
+
+
+def _close_at_exit(ref: weakref.ref):
+    def close() -> None:
+        rec = ref()
+        if rec is not None:
+            rec.close()
+
+    return close
 
 
 class Recorder:
@@ -113,6 +124,9 @@ class Recorder:
         self._watched: set[str] = set()
         self._watches: list[Watch] = []
         self._backlog: dict[int, list[dict]] = {}  # records a failed sink has yet to take
+        if self.world == 1:  # a script that ends without close() still gets its last records written
+            self._atexit = _close_at_exit(weakref.ref(self))
+            atexit.register(self._atexit)
 
     # ----------------------------------------------------------------------------------------------
     # state
@@ -355,6 +369,8 @@ class Recorder:
             for watch in list(self._watches):
                 watch.remove()
             self._closed = True
+            if self.world == 1:
+                atexit.unregister(self._atexit)
             if self.rank == 0:
                 for sink in self.sinks:
                     sink.close()

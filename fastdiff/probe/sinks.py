@@ -35,6 +35,10 @@ class Sink:
         pass
 
 
+# strict (NaN / Infinity raise) and compact; one encoder object, so the C encoder is set up once
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
 class JsonlSink(Sink):
     """One strict-JSON object per line; a flush is one write + flush of whole lines, so a killed
     process leaves every flushed line intact (fsync=True also survives a machine crash).
@@ -61,7 +65,8 @@ class JsonlSink(Sink):
     def write(self, records: Sequence[dict]) -> None:
         if self._file is None:
             raise RuntimeError(f"the JSONL sink {self.path!r} is not open")
-        text = "".join(json.dumps(r, allow_nan=False, separators=(",", ":")) + "\n" for r in records)
+        encode = _ENCODER.encode
+        text = "".join([encode(r) + "\n" for r in records])
         start = self._file.tell()
         try:
             self._file.write(text.encode("utf-8"))

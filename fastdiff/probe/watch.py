@@ -23,7 +23,7 @@ from torch import nn
 
 from ..stats import TensorStats
 
-_foreach_sub = getattr(torch, "_foreach_sub", None)
+_foreach_sub_ = getattr(torch, "_foreach_sub_", None)
 
 
 class _Snapshot:
@@ -38,15 +38,34 @@ class _Snapshot:
     def matches(self, params: list[torch.Tensor]) -> bool:
         return self.signature == [(id(p), p.shape) for p in params]
 
-    def update_and_refresh(self, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
-        """Δw since the last call (None the first time), then w becomes the new reference."""
-        params = [p.detach() for p in params]
-        diffs = None
-        if self.valid:
-            diffs = _foreach_sub(params, self.views) if _foreach_sub else [p - v for p, v in zip(params, self.views)]
+    def negated_update(self, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """w_prev - w = -Δw, computed in place of the snapshot (no allocation); None before the first refresh.
+
+        Exactly -Δw: IEEE subtraction is antisymmetric, fl(a - b) = -fl(b - a).
+        """
+        if not self.valid:
+            return None
+        if _foreach_sub_ is not None:
+            _foreach_sub_(self.views, params)
+        else:
+            for v, p in zip(self.views, params):
+                v.sub_(p)
+        return self.views
+
+    def refresh(self, params: list[torch.Tensor]) -> None:
+        """w becomes the reference (after the stats of the update have been taken)."""
         torch.cat([p.reshape(-1) for p in params], out=self.flat)
         self.valid = True
-        return diffs
+
+
+def negated_raw(counts: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw stats of -x from those of x: min/max swap sign and place, the mean flips, +-inf counts swap.
+
+    0.0 - v rather than -v keeps zeros +0.0 (the zeros of a difference are +0.0).
+    """
+    c = torch.stack([counts[:, 0], counts[:, 1], counts[:, 3], counts[:, 2], counts[:, 4]], dim=1)
+    m = torch.stack([0.0 - moments[:, 1], 0.0 - moments[:, 0], 0.0 - moments[:, 2], moments[:, 3]], dim=1)
+    return c, m
 
 
 class Watch:
@@ -152,15 +171,20 @@ class Watch:
                         tensors.append(g.detach())
                         names.append(f"grad/{n}")
             first_update = len(tensors)
-            updated = self._updates(members, used_snapshots) if self.updates else []
+            snapshots, updated = self._snapshots_of(members, used_snapshots) if self.updates else ([], [])
             tensors += [d for _, d in updated]
             names += [f"update/{members[i][0]}" for i, _ in updated]
-            if not tensors:
-                continue
-            counts, moments = rec._impl(device).multi_tensor_stats(tensors)
-            emit = 0 if self.params else len(members) if with_params else 0
-            roles = [name.split("/", 1)[0] for name in names[emit:]]
-            rec._add_tensor_rows(names[emit:], roles, counts[emit:], moments[emit:], device)
+            if tensors:
+                counts, moments = rec._impl(device).multi_tensor_stats(tensors)
+                if updated:  # the rows hold the stats of -Δw: flip them (a few ops on [P, 9], on the device)
+                    neg_counts, neg_moments = negated_raw(counts[first_update:], moments[first_update:])
+                    counts = torch.cat([counts[:first_update], neg_counts])
+                    moments = torch.cat([moments[:first_update], neg_moments])
+                emit = 0 if self.params else len(members) if with_params else 0
+                roles = [name.split("/", 1)[0] for name in names[emit:]]
+                rec._add_tensor_rows(names[emit:], roles, counts[emit:], moments[emit:], device)
+            for snap, params in snapshots:  # after the stats have read the updates
+                snap.refresh(params)
             if updated:
                 stats = TensorStats(counts, moments)
                 update_l2 = stats.l2[first_update:]
@@ -174,24 +198,27 @@ class Watch:
         for key in set(self._snapshots) - used_snapshots:  # parameters moved to another device or dtype
             del self._snapshots[key]
 
-    def _updates(self, members: list[tuple[str, nn.Parameter]], used: set) -> list[tuple[int, torch.Tensor]]:
-        """(position in members, Δw) for each parameter with a snapshot from the last watched step."""
+    def _snapshots_of(self, members, used: set):
+        """The snapshots of these parameters (per dtype) with their current values, and (position, w_prev - w)
+        for each parameter whose snapshot is from the last watched step."""
         by_dtype: dict[torch.dtype, list[int]] = {}
         for i, (_, p) in enumerate(members):
             by_dtype.setdefault(p.dtype, []).append(i)
-        out = []
+        snapshots, updated = [], []
         for dtype, positions in by_dtype.items():
-            ps = [members[i][1] for i in positions]
-            key = (ps[0].device, dtype)
+            params = [members[i][1] for i in positions]
+            key = (params[0].device, dtype)
             used.add(key)
             snap = self._snapshots.get(key)
-            if snap is None or not snap.matches(ps):
-                snap = self._snapshots[key] = _Snapshot(ps)
-            diffs = snap.update_and_refresh(ps)
-            if diffs is not None:
-                out += list(zip(positions, diffs))
-        out.sort(key=lambda item: item[0])
-        return out
+            if snap is None or not snap.matches(params):
+                snap = self._snapshots[key] = _Snapshot(params)
+            values = [p.detach() for p in params]
+            snapshots.append((snap, values))
+            negated = snap.negated_update(values)
+            if negated is not None:
+                updated += list(zip(positions, negated))
+        updated.sort(key=lambda item: item[0])
+        return snapshots, updated
 
     def remove(self) -> None:
         for h in self._handles:
