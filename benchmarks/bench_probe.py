@@ -250,7 +250,8 @@ def main(argv=None):
     n_params = sum(p.numel() for p in base.parameters())
     data = spectra(512, args.length, seed=0).to(device)
     schedule = Schedule.make("linear")
-    backend_used = kernels.resolve(args.backend, device).__name__.rsplit(".", 1)[-1]
+    module = kernels.resolve(args.backend, device).__name__
+    backend_used = next(name for name, path in kernels._MODULES.items() if path == module)
     tmp = tempfile.mkdtemp(prefix="bench_probe_")
 
     trainers, recorders = {}, {}

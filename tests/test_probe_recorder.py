@@ -244,19 +244,20 @@ def test_no_sync_on_cuda(tmp_path):
     x = torch.randn(32, 64, device=dev)
     rec = fd.Recorder(tmp_path / "run.jsonl", histogram_bins=8, flush_every=1000)
     rec.watch(net, every=1, activations=True)
-    for _ in range(2):  # the first pass allocates; the second is the steady state
+    for checked in (False, True):  # a warm-up pass (kernel compilation, allocations), then the checked one
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
+        torch.cuda.set_sync_debug_mode("error" if checked else 0)
         try:
-            out = net(x)
+            out = net(x)  # activation hooks
             loss = out.square().mean()
             rec.log("x", x)
             rec.log("x_rows", x, per_sample=True)
             rec.log_pair("p", out, torch.zeros_like(out))
+            rec.log_pair("p_rows", out, torch.zeros_like(out), per_sample=True)
             rec.log_scalar("loss", loss)
             opt.zero_grad()
             loss.backward()
-            opt.step()  # the watch captures here
+            opt.step()  # the watch captures here (params, grads, updates from the second pass on)
             rec.step()
         finally:
             torch.cuda.set_sync_debug_mode(0)

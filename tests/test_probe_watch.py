@@ -185,3 +185,32 @@ def test_update_stats_keep_signs_and_non_finite_counts(tmp_path):
     for k in ("count", "zero_count", "min", "max", "mean", "std", "absmax", "l2"):
         assert got[k] == want[k], k
     assert got["min"] == pytest.approx(-4.0) and got["max"] == pytest.approx(3.0)
+
+
+def test_mixed_dtypes_and_a_dtype_change(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 4).double(), torch.nn.Linear(4, 2))
+    path = tmp_path / "run.jsonl"
+    with fd.Recorder(path, backend="torch") as rec:
+        rec.watch(net, every=1, grads=False)
+        rec.step()  # snapshots of the float32 and float64 groups
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        rec.step()  # updates of both groups
+        net[1].half()  # a new (float16) group: no update for it this time; the float32 group keeps its own
+        with torch.no_grad():
+            net[0].weight.mul_(2.0)
+            net[2].bias.add_(1.0)
+        before = {n: p.detach().double().clone() for n, p in net.named_parameters()}
+        rec.step()
+    got = by_key(path)
+    assert {n for s, n in got if s == 1 and n.startswith("update_ratio/")} == {
+        f"update_ratio/{i}.{k}" for i in range(3) for k in ("weight", "bias")
+    }
+    ratios = {n for s, n in got if s == 2 and n.startswith("update_ratio/")}
+    assert ratios == {f"update_ratio/{i}.{k}" for i in (0, 2) for k in ("weight", "bias")}
+    w0 = before["0.weight"]
+    assert got[2, "update_ratio/0.weight"]["value"] == pytest.approx(((w0 - w0 / 2).norm() / w0.norm()).item())
+    assert got[2, "update_ratio/2.weight"]["value"] == 0.0
+    b2 = before["2.bias"]
+    assert got[2, "update_ratio/2.bias"]["value"] == pytest.approx((b2.numel() ** 0.5 / b2.norm()).item())

@@ -299,6 +299,20 @@ class Recorder:
         """Parameter, gradient and update (Δw, ‖Δw‖/‖w‖ since the last watched step) stats every `every`
         steps, one multi_tensor_stats launch per device; `activations=True` (or module names) adds the
         outputs of leaf modules. Hooks only read. Returns the `Watch` (its `remove()` stops it).
+
+        >>> import os, tempfile, torch, fastdiff as fd
+        >>> net = torch.nn.Linear(3, 2)
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "run.jsonl")
+        >>> with fd.Recorder(path, backend="torch") as rec:
+        ...     _ = rec.watch(net, every=1)
+        ...     for _ in range(2):
+        ...         net(torch.randn(4, 3)).sum().backward()
+        ...         opt.step()  # the watch reads params, grads and updates right after the optimizer
+        ...         rec.step()
+        >>> log = fd.probe.read_jsonl(path)
+        >>> log.names(role="update")
+        ['update/weight', 'update/bias', 'update_ratio/weight', 'update_ratio/bias']
         """
         self._check_open()
         watch = Watch(

@@ -11,7 +11,8 @@ parameters. Records (role in brackets):
 When: right after an optimizer that owns the model's parameters steps (a global optimizer step hook,
 so grads are the ones it used, after clipping and unscaling), or at `Recorder.step()` if no such
 optimizer stepped in that step (manual updates). Hooks only read: training is bit-identical with and
-without a watch.
+without a watch. Under torch.distributed these records merge across ranks like any other (stats of
+the ranks' tensors concatenated: sharded parameters add up; replicated ones count once per rank).
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def negated_raw(counts: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tens
     c = torch.stack([counts[:, 0], counts[:, 1], counts[:, 3], counts[:, 2], counts[:, 4]], dim=1)
     m = torch.stack([0.0 - moments[:, 1], 0.0 - moments[:, 0], 0.0 - moments[:, 2], moments[:, 3]], dim=1)
     return c, m
+
+
+def _runs(positions: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive integers in an increasing list: [0, 1, 2, 5, 6] -> [(0, 3), (5, 7)]."""
+    runs: list[list[int]] = []
+    for i in positions:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return [(a, b) for a, b in runs]
 
 
 class Watch:
@@ -189,10 +201,9 @@ class Watch:
                 stats = TensorStats(counts, moments)
                 update_l2 = stats.l2[first_update:]
                 positions = [i for i, _ in updated]
-                if positions == list(range(len(members))):
-                    param_l2 = stats.l2[: len(members)]
-                else:  # some parameters got a fresh snapshot this time (rare): gather their rows
-                    param_l2 = stats.l2[torch.tensor(positions, device=device)]
+                # ‖w‖ of the updated parameters: their param rows, gathered by slices (an index tensor
+                # would be a host-to-device copy); one slice unless some snapshots were just (re)made
+                param_l2 = torch.cat([stats.l2[start:stop] for start, stop in _runs(positions)])
                 ratio_names = [f"update_ratio/{members[i][0]}" for i in positions]
                 rec._add_scalar_rows(ratio_names, ["update"] * len(ratio_names), update_l2 / param_l2, device)
         for key in set(self._snapshots) - used_snapshots:  # parameters moved to another device or dtype
