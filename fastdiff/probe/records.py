@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 
 import numpy as np
 import torch
@@ -38,8 +39,24 @@ def _clean(values: list) -> list:
     return [v if v is None or math.isfinite(v) else None for v in values]
 
 
-def _rows(words: np.ndarray, part: Part, width: int) -> np.ndarray:
-    return words[part.offset : part.offset + part.rows * width].reshape(part.rows, width)
+def _gather_rows(snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], width: int) -> np.ndarray:
+    """The rows of `parts`, in order, as one [sum of rows, width] int64 table (vectorised per buffer)."""
+    rows = np.fromiter((p.rows for _, p in parts), dtype=np.int64, count=len(parts))
+    offsets = np.fromiter((p.offset for _, p in parts), dtype=np.int64, count=len(parts))
+    first_row = np.cumsum(rows) - rows  # where each part's rows start in the table
+    table = np.empty((int(rows.sum()), width), dtype=np.int64)
+    by_buffer: dict[tuple[int, int], list[int]] = {}
+    for i, (rank, part) in enumerate(parts):
+        by_buffer.setdefault((rank, part.buffer), []).append(i)
+    for (rank, buffer), index in by_buffer.items():
+        sel = np.asarray(index)
+        n = rows[sel]
+        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # row number inside its part
+        word_start = np.repeat(offsets[sel], n) + width * within
+        table[np.repeat(first_row[sel], n) + within] = snapshots[rank][1][buffer][
+            word_start[:, None] + np.arange(width)
+        ]
+    return table
 
 
 def _merge_ranges(table: torch.Tensor, starts: np.ndarray, lengths: np.ndarray, merge) -> torch.Tensor:
@@ -73,8 +90,7 @@ def _pair_fields(rows: torch.Tensor) -> dict[str, list]:
 
 
 def _hist(part: Part, words: np.ndarray) -> dict:
-    row = _rows(words, part, TENSOR_WORDS)[0]
-    lo, hi = (float(v) for v in row[5:7].view(np.float64))
+    lo, hi = (float(v) for v in words[part.offset + 5 : part.offset + 7].view(np.float64))
     finite = math.isfinite(lo) and math.isfinite(hi)
     counts = words[part.hist_offset : part.hist_offset + part.bins].tolist()
     return {"min": lo if finite else None, "max": hi if finite else None, "counts": counts}
@@ -94,41 +110,39 @@ def build_records(snapshots: Sequence[Snapshot]) -> list[dict]:
                     f"{' (per sample)' if part.per_sample else ''} (on different ranks?); one name, one kind"
                 )
             group.append((rank, part))
-    keys = sorted(groups, key=lambda k: k[0])  # stable: first appearance within a step
+    keys = sorted(groups, key=itemgetter(0))  # stable: first appearance within a step
 
     records: dict[tuple[int, str], dict] = {}
-    for kind, width in (("tensor", TENSOR_WORDS), ("pair", PAIR_WORDS)):
+    for kind, width, fields in (("tensor", TENSOR_WORDS, TENSOR_FIELDS), ("pair", PAIR_WORDS, PAIR_FIELDS)):
         kind_keys = [k for k in keys if groups[k][0][1].kind == kind]
         if not kind_keys:
             continue
-        chunks, lengths = [], []
-        for key in kind_keys:
-            parts = [_rows(snapshots[r][1][p.buffer], p, width) for r, p in groups[key]]
-            chunks.extend(parts)
-            lengths.append(sum(len(c) for c in parts))
-        table = np.concatenate(chunks) if chunks else np.zeros((0, width), np.int64)
-        lengths = np.asarray(lengths, dtype=np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        parts = [rp for key in kind_keys for rp in groups[key]]
+        table = _gather_rows(snapshots, parts, width)
+        lengths = np.fromiter((sum(p.rows for _, p in groups[k]) for k in kind_keys), np.int64, len(kind_keys))
+        starts = np.cumsum(lengths) - lengths
+        per_sample = any(groups[k][0][1].per_sample for k in kind_keys)
         if kind == "tensor":
             rows = torch.from_numpy(table)
             whole = _tensor_fields(_merge_ranges(rows, starts, lengths, _tensor_merge))
-            per_row = _tensor_fields(rows) if any(groups[k][0][1].per_sample for k in kind_keys) else None
+            per_row = _tensor_fields(rows) if per_sample else None
         else:
             rows = torch.from_numpy(table.view(np.float64))
             whole = _pair_fields(_merge_ranges(rows, starts, lengths, lambda r: merge_pair_raw(r, dim=0)))
-            per_row = _pair_fields(rows) if any(groups[k][0][1].per_sample for k in kind_keys) else None
-        for i, key in enumerate(kind_keys):
-            first = groups[key][0][1]
-            rec = {"step": key[0], "name": key[1], "kind": kind, "role": first.role}
-            rec.update({f: col[i] for f, col in whole.items()})
-            if first.per_sample:
+            per_row = _pair_fields(rows) if per_sample else None
+        keys_out = ("step", "name", "kind", "role", *fields)
+        roles = [groups[k][0][1].role for k in kind_keys]
+        columns = zip(*zip(*kind_keys), [kind] * len(kind_keys), roles, *(whole[f] for f in fields))
+        for i, (key, values) in enumerate(zip(kind_keys, columns)):
+            rec = records[key] = dict(zip(keys_out, values))
+            group = groups[key]
+            if group[0][1].per_sample:
                 s, e = int(starts[i]), int(starts[i] + lengths[i])
-                rec["per_sample"] = {f: col[s:e] for f, col in per_row.items()}
-            hist_part = next(((r, p) for r, p in groups[key] if p.hist_offset >= 0), None)
-            if hist_part is not None:
-                rank, part = hist_part
-                rec["hist"] = _hist(part, snapshots[rank][1][part.buffer])
-            records[key] = rec
+                rec["per_sample"] = {f: per_row[f][s:e] for f in fields}
+            for rank, part in group:
+                if part.hist_offset >= 0:
+                    rec["hist"] = _hist(part, snapshots[rank][1][part.buffer])
+                    break
 
     for key in keys:
         if key in records:
