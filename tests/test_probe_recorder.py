@@ -209,7 +209,9 @@ def _forbid_host_reads(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, host_read)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Triton runs here in its interpreter, which itself reads tensors on the host; on a GPU the check
+# below (torch.cuda.set_sync_debug_mode) covers it.
+@pytest.mark.parametrize("backend", [p for p in BACKENDS if p.values[0] != "triton"])
 def test_log_calls_never_read_the_host(tmp_path, monkeypatch, backend):
     net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     net(torch.randn(4, 8)).sum().backward()
