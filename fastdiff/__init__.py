@@ -6,6 +6,7 @@
 """
 
 from .ops import available_backends, fused_step, multi_tensor_stats, pair_stats, tensor_stats
+from .probe import Recorder
 from .schedule import Schedule, check_schedule
 from .stats import PairStats, TensorStats
 from .step import ClipRange, CoeffTable, DynamicThreshold, PhiloxNoise, StepCoeffs, StepResult
@@ -18,6 +19,7 @@ __all__ = [
     "DynamicThreshold",
     "PairStats",
     "PhiloxNoise",
+    "Recorder",
     "Schedule",
     "StepCoeffs",
     "StepResult",
