@@ -8,7 +8,7 @@ import pytest
 from doctor_logs import LogBuilder, flow_pairs, samples_vs_real, sampling_run, training_run
 
 from fastdiff.doctor import LogError, diagnose, read_log
-from fastdiff.doctor.log import read_lines
+from fastdiff.doctor.log import read_text
 
 
 def statuses(report) -> dict:
@@ -167,7 +167,7 @@ def test_per_sample_records_merge(tmp_path):
     x = torch.randn(5, 40) * 3 + 1
     rows = fd.tensor_stats(x, dim=0, backend="torch").to_dict()
     rec = {"step": 0, "name": "x_0", "kind": "tensor", "role": "x0", **rows}
-    log = read_lines([json.dumps(rec) + "\n"])
+    log = read_text(json.dumps(rec) + "\n")
     whole = fd.tensor_stats(x, backend="torch").to_dict()
     got = log.records[0].fields
     assert got["count"] == 200 and abs(got["mean"] - whole["mean"]) < 1e-12 and abs(got["std"] - whole["std"]) < 1e-12

@@ -11,12 +11,12 @@ with Chan's formula, so every rule sees one value per (name, step).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..probe.reader import scan_jsonl
 
 KINDS = ("tensor", "pair", "scalar")
 TENSOR_INT = ("count", "nan_count", "posinf_count", "neginf_count", "zero_count")
@@ -184,22 +184,12 @@ def parse_record(obj, line: int, log: RunLog) -> Record | None:
     return Record(step=step, name=obj["name"], kind=kind, role=role, fields=values, line=line)
 
 
-def read_lines(lines: Iterable[str], path: str = "<lines>") -> RunLog:
-    log = RunLog(path=path, records=[])
-    lines = list(lines)
-    last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
-    for i, text in enumerate(lines):
-        if not text.strip():
-            continue
-        line = i + 1
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if i == last and not text.endswith("\n"):
-                log.truncated_last_line = True
-            else:
-                log.bad_lines.append(f"line {line}: not valid JSON ({exc.msg})")
-            continue
+def read_text(text: str | bytes, path: str = "<text>") -> RunLog:
+    """Records of a JSONL text (split by the probe's `scan_jsonl`, shared with `fastdiff.probe.read_jsonl`)."""
+    objects, problems, truncated = scan_jsonl(text)
+    log = RunLog(path=path, records=[], truncated_last_line=truncated)
+    log.bad_lines.extend(p for p in problems if "truncated last line" not in p)
+    for line, obj in objects:
         try:
             rec = parse_record(obj, line, log)
         except ValueError as exc:
@@ -215,8 +205,7 @@ def read_log(path: str | Path) -> RunLog:
     p = Path(path)
     if not p.is_file():
         raise LogError(f"no such log file: {p}")
-    with open(p, encoding="utf-8", errors="replace", newline="") as f:
-        log = read_lines(f.read().splitlines(keepends=True), str(p))
+    log = read_text(p.read_bytes(), str(p))
     if not log.records:
         why = "; ".join(log.notes()) or "the file is empty"
         raise LogError(f"{p} holds no valid fastdiff record ({why})")

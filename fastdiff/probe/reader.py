@@ -68,28 +68,36 @@ def _why_not(record) -> str | None:
     return None
 
 
+def scan_jsonl(data: bytes | str) -> tuple[list[tuple[int, object]], list[str], bool]:
+    """Split a JSONL text into ((line number, parsed object) ..., problems, truncated): the one place that
+    decides what a cut-off last line (a killed writer) and a bad line mid-file are. The probe's reader and
+    the doctor's (`fastdiff.doctor.log`) both start here."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", errors="replace")
+    lines = data.split(b"\n")
+    complete = data.endswith(b"\n") or not data
+    objects, problems, truncated = [], [], False
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            objects.append((number, json.loads(raw)))
+        except (ValueError, UnicodeDecodeError) as exc:
+            if number == len(lines) and not complete:
+                truncated = True
+                problems.append(f"line {number}: truncated last line ({len(raw)} bytes)")
+            else:
+                problems.append(f"line {number}: not JSON ({exc})")
+    return objects, problems, truncated
+
+
 def read_jsonl(path: str | os.PathLike) -> ProbeLog:
     """All records of a probe log; a truncated last line is reported (`truncated`), bad lines and
     unknown keys are counted and left out (`skipped`, `unknown_keys`, `problems`)."""
     with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    complete = data.endswith(b"\n") or not data
-    log = ProbeLog(records=[])
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        last = number == len(lines)
-        try:
-            record = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            if last and not complete:
-                log.truncated = True
-                log.problems.append(f"line {number}: truncated last line ({len(raw)} bytes)")
-            else:
-                log.skipped += 1
-                log.problems.append(f"line {number}: not JSON ({exc})")
-            continue
+        objects, problems, truncated = scan_jsonl(f.read())
+    log = ProbeLog(records=[], truncated=truncated, skipped=len(problems) - truncated, problems=problems)
+    for number, record in objects:
         why = _why_not(record)
         if why is not None:
             log.skipped += 1
