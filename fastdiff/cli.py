@@ -1,4 +1,4 @@
-"""The `fastdiff` command line: `fastdiff demo [--out DIR] [--quick]` (`python -m fastdiff ...` works the same).
+"""The `fastdiff` command line: `fastdiff demo`, `fastdiff doctor RUN.jsonl` (`python -m fastdiff ...` works the same).
 
 Subcommands register in `COMMANDS` (name -> (add_arguments, run)); later ones (doctor, bench) add themselves there.
 """
@@ -27,8 +27,25 @@ def _demo_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor_args(p: argparse.ArgumentParser) -> None:
+    from .doctor.command import add_arguments
+
+    add_arguments(p)
+
+
+def _doctor_run(args: argparse.Namespace) -> int:
+    from .doctor.command import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": ("train a tiny denoiser on synthetic spectra and sample it through the fused step", _demo_args, _demo_run),
+    "doctor": (
+        "judge a probe log (or checkpoints, or samples) against the failures of the five reports",
+        _doctor_args,
+        _doctor_run,
+    ),  # fmt: skip
 }
 
 
