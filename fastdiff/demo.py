@@ -2,12 +2,18 @@
 
 1. The schedule and the forward process: `check_schedule`, and one-pass stats of x_t = alpha x0 + sigma eps
    at a few t against what the schedule predicts (mean alpha E[x0], variance alpha^2 Var[x0] + sigma^2).
-2. Train a tiny 1-D U-Net (eps-prediction) on synthetic stellar spectra (report 002's setting).
+2. Train a tiny 1-D U-Net (eps-prediction) on synthetic stellar spectra (report 002's setting) with a probe
+   `Recorder` attached: x0, t, noise, x_t, pred, target, loss, pred~target and the watched parameters,
+   every step, without a host sync.
 3. Sample it with DDIM, Euler and DPM-Solver++(2M), every step one fused step with x0 clipping to the
-   data range (report 001), and compare generated vs real: moments, quantiles, the Wasserstein-1
-   distance of the value distributions, a histogram in the terminal, and a PNG when matplotlib is there.
+   data range (report 001; the clipped share goes into the log), and compare generated vs real: moments,
+   quantiles, the Wasserstein-1 distance of the value distributions, a histogram in the terminal, and a
+   PNG when matplotlib is there.
 4. The bug of report 002, reproduced: the same eps-model sampled as if it predicted x0 gives N(0, sigma^2)-like
    noise, not spectra.
+5. The doctor on the run's log (no failure: it was a healthy run), and its active checks catching the
+   step-4 bug before anyone samples: which target the model predicts, and generated-vs-real samples.
+   The report (Markdown + JSON + plots) lands in the folder named at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import torch
 
 from . import ops
 from .data import spectra
+from .doctor import compare_samples, diagnose, which_target
 from .models import UNet1D
+from .probe import Recorder
 from .samplers import ddim, dpmpp, euler, sample
 from .schedule import Schedule, check_schedule
 from .train import train_denoiser
@@ -92,6 +100,16 @@ def _png(path: str, real: torch.Tensor, generated: dict, wrong: torch.Tensor) ->
     return path
 
 
+def _target_table(target) -> str:
+    """Markdown: relative error of the model output against each prediction type's target, per noise level."""
+    head = "| t | alpha | sigma | " + " | ".join(target.candidates) + " | closest |"
+    rows = [head, "|" + " --- |" * (len(target.candidates) + 4)]
+    for lv in target.levels:
+        errs = " | ".join(f"{lv.rel_error[c]:.3g}" for c in target.candidates)
+        rows.append(f"| {lv.t:.0f} | {lv.alpha:.3f} | {lv.sigma:.3f} | {errs} | {lv.best} |")
+    return "\n".join(rows) + f"\n\nOverall the model predicts **{target.predicted}**."
+
+
 def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_fn=print) -> dict:
     """Run the demo (module docstring); returns the numbers it printed. `quick` trains/samples less (tests)."""
     t_start = time.perf_counter()
@@ -129,10 +147,25 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     torch.manual_seed(seed)
     net = UNet1D(channels=(16, 32), t_dim=32)
     n_params = sum(p.numel() for p in net.parameters())
+    out = out or os.path.join(tempfile.gettempdir(), "fastdiff-demo")
+    os.makedirs(out, exist_ok=True)
+    log_path = os.path.join(out, "run.jsonl")
+    rec = Recorder(log_path, flush_every=100)
+    watch = rec.watch(net, params=True, grads=True, every=10)
+
+    def probe(i: int, tensors: dict) -> None:  # the training loop's hook: device-side stats, no sync
+        for name in ("x0", "t", "noise", "x_t", "pred", "target"):
+            rec.log(name, tensors[name])
+        rec.log_pair("pred~target", tensors["pred"], tensors["target"])
+        rec.log_scalar("loss", tensors["loss"].detach())
+        rec.step()
+
     tr = train_denoiser(net, data, schedule, prediction_type="epsilon", steps=train_steps, batch_size=64, lr=3e-3,
-                        seed=seed, max_seconds=train_seconds)  # fmt: skip
+                        seed=seed, max_seconds=train_seconds, on_step=probe)  # fmt: skip
+    watch.remove()  # sampling below does not train: the weights stay as they are
     sm = tr.smoothed(50)
     print_fn(f"  {n_params} parameters, {tr.steps} steps in {tr.seconds:.1f}s: loss {sm[0]:.3f} -> {sm[-1]:.4f}")
+    print_fn(f"  probe log: {log_path} (9 records per step, parameters and gradients every 10 steps)")
     result["loss_first"], result["loss_last"], result["train_seconds"] = sm[0], sm[-1], tr.seconds
 
     print_fn(f"\n== 3. sample through the fused step ({num_steps} steps, x0 clipped to [-1, 1]) ==")
@@ -149,9 +182,17 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     row = "  {:<12} {mean:>7.3f} {std:>7.3f} {skew:>7.3f} {q05:>7.3f} {q50:>7.3f} {q95:>7.3f}"
     print_fn(row.format("real", **mr))
     generated, result["samplers"] = {}, {}
+
+    def log_clipping(name: str):  # the per-step clipped share, for the doctor's clip_saturation finding
+        def callback(info: dict) -> None:
+            rec.log_scalar(f"sample/{name}/clip_fraction", info["result"].clipped / info["x"].numel())
+            rec.step()
+
+        return callback
+
     for name, smp in samplers.items():
         t0 = time.perf_counter()
-        r = sample(net, smp, noise, clip=1.0, progress=False)
+        r = sample(net, smp, noise, clip=1.0, progress=False, callback=log_clipping(name))
         seconds = time.perf_counter() - t0
         x = r.sample
         stats = r.step_stats()  # one host sync for all per-step stats
@@ -180,11 +221,37 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
         "parameterization. The loss was fine all along: only the sampler read the output wrongly."
     )
 
-    out = out or os.path.join(tempfile.gettempdir(), "fastdiff-demo")
-    os.makedirs(out, exist_ok=True)
+    print_fn("\n== 5. the doctor: the run's log, then the active checks ==")
+    rec.log("samples", generated[best], role="sample")
+    rec.log("real", real, role="real")
+    rec.close()
+    report = diagnose(log_path, plots=False)
+    for line in report.summary_lines():
+        print_fn(line)
+    result["doctor_failed"] = [f.id for f in report.failed]
+    verdict = "no failure: a healthy run" if not report.failed else f"failures: {result['doctor_failed']}"
+    print_fn(f"  -> {verdict}. A log cannot show how a sampler will read the model's output; active checks can:")
+    target = which_target(net, data[:256], schedule=schedule)
+    print_fn("  " + "  ".join(f"t={lv.t:.0f}: {lv.best}" for lv in target.levels))
+    checks = [target.finding("sample"), target.finding("epsilon"), compare_samples(wrong, real)[1]]
+    checks.append(compare_samples(generated[best], real)[1])
+    for label, f in zip(("sampler as x0", "sampler as eps", "eps-as-x0 samples", f"{best} samples"), checks):
+        print_fn(f"  {label:<18} {f.status.upper():>4}  {f.summary}")
+    result["target"] = target.predicted
+    result["checks"] = {f"{f.id}:{i}": f.status for i, f in enumerate(checks)}
+    report.findings += checks
+    report.extra_sections.append(("Which target does the model predict?", _target_table(target)))
+    md, js = os.path.join(out, "report.md"), os.path.join(out, "report.json")
+    from .doctor import plot_log
+
+    report.plots = plot_log(report.log, out, prefix="report_")
+    report.write(md, js)
+    result["report"] = md
+
     png = _png(os.path.join(out, "demo.png"), real, generated, wrong)
     result["png"] = png
     print_fn(f"\n  figure: {png}" if png else "\n  (matplotlib not installed: no figure; pip install 'fastdiff[plot]')")
+    print_fn(f"  doctor report: {md} (+ report.json, plots); re-run it with: fastdiff doctor {log_path}")
     result["seconds"] = time.perf_counter() - t_start
-    print_fn(f"  demo done in {result['seconds']:.1f}s")
+    print_fn(f"  demo done in {result['seconds']:.1f}s; everything is in {out}")
     return result

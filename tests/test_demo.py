@@ -4,6 +4,7 @@ data-like values, and the eps-model read as x0 (report 002) gives noise."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,9 +30,19 @@ def test_demo(tmp_path):
     assert result["wrong"]["outside_frac"] > 0.2  # noise, mostly outside the data range
     if result["png"] is not None:
         assert os.path.getsize(result["png"]) > 1000 and result["png"].startswith(str(tmp_path))
-    for section in ("== 1. schedule and forward process", "== 2. train", "== 3. sample", "== 4. report 002"):
+    for section in ("== 1. schedule and forward process", "== 2. train", "== 3. sample", "== 4. report 002", "== 5."):
         assert section in text
     assert "real" in text and "eps as x0" in text and "#" in text  # table and terminal histogram
+    # section 5: the Recorder's log of a healthy run gives no failure; the active checks catch report 002
+    assert result["doctor_failed"] == []
+    assert result["target"] == "epsilon"
+    assert list(result["checks"].values()) == ["fail", "ok", "fail", "ok"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    ids = [f["id"] for f in report["findings"]]
+    assert "clip_saturation" in ids and "params_frozen" in ids and ids.count("prediction_type") == 2
+    statuses = {f["id"]: f["status"] for f in report["findings"][:10]}
+    assert statuses["clip_saturation"] != "skip" and statuses["fm_alignment"] == "ok"  # the demo logged them
+    assert "predicts **epsilon**" in (tmp_path / "report.md").read_text()
 
 
 def test_cli(capsys):

@@ -48,6 +48,40 @@ def test_report_001_clip_saturation(tmp_path):
     assert f.status == "fail" and f.evidence["mean_fraction"] > 0.3
 
 
+@pytest.mark.parametrize("late", [0.0, 0.01, 0.3])
+def test_clip_saturation_judges_the_end_of_sampling(tmp_path, late):
+    # every sampler clips most x0 estimates at the noisiest steps; what matters is whether clipping is
+    # still needed near the end (report 001): an early 90% that decays to `late` over 20 steps
+    b = training_run(steps=5)
+    for run in ("ddim", "euler"):
+        for i in range(20):
+            f = 0.9 * (1 - i / 9) + late * i / 9 if i < 10 else (late if run == "euler" else late / 10)
+            b.scalar(1000 + i, f"sample/{run}/clip_fraction", f)
+    f = next(f for f in diagnose(b.write(tmp_path / "run.jsonl")).findings if f.id == "clip_saturation")
+    assert f.evidence["mean_fraction"] > 0.2  # an average over all steps would have failed every case
+    assert abs(f.evidence["late_fraction"] - late) < 1e-6 and ("euler" in f.summary or late == 0)
+    assert f.status == {0.0: "ok", 0.01: "ok", 0.3: "fail"}[late], f.summary
+
+
+def test_params_frozen_counts_each_watched_parameter_once(tmp_path):
+    # the Recorder's watch writes param/<p>, update/<p> and update_ratio/<p> for every parameter
+    import torch
+
+    b = LogBuilder()
+    g = torch.Generator().manual_seed(0)
+    w = {p: torch.randn(8, generator=g) for p in ("a", "b", "c", "d")}
+    for step in range(0, 60, 10):
+        for p in w:
+            delta = torch.zeros(8) if (p == "a" and step >= 20) else 0.01 * torch.randn(8, generator=g)
+            w[p] = w[p] + delta
+            b.tensor(step, f"param/{p}", w[p], "param")
+            b.tensor(step, f"update/{p}", delta, "update")
+            b.tensor(step, f"update_ratio/{p}", delta.norm().reshape(1) / w[p].norm(), "update")
+    f = next(f for f in diagnose(b.write(tmp_path / "run.jsonl")).findings if f.id == "params_frozen")
+    assert f.evidence["parameters"] == 4 and f.evidence["frozen"] == 1, f.evidence
+    assert f.status == "warn" and list(f.evidence["frozen_since"]) == ["a"]
+
+
 def test_report_002_samples_are_noise(tmp_path):
     b = samples_vs_real(training_run(steps=20, loss=(0.94, 0.0072)), noise_like=True)
     r = diagnose(b.write(tmp_path / "run.jsonl"))
