@@ -128,6 +128,11 @@ def _all_tensor_records(log: RunLog, *roles: str) -> list[Record]:
 def nonfinite(log: RunLog) -> Finding:
     hits: dict[str, dict] = {}
     for r in sorted(log.records, key=lambda r: (r.step, r.line)):
+        if r.kind == "scalar" and r.role == "update":
+            # the watch's update_ratio ||dw|| / ||w|| is 0/0 for a zero weight that did not move (a frozen,
+            # zero-initialised bias): not a NaN in training. A non-finite weight or update shows in the
+            # param/ and update/ tensor records, which are read below.
+            continue
         if r.kind == "tensor":
             bad = sum(int(r.get(k) or 0) for k in ("nan_count", "posinf_count", "neginf_count"))
             detail = {k: int(r.get(k) or 0) for k in ("nan_count", "posinf_count", "neginf_count")}
@@ -422,11 +427,16 @@ def params_frozen(log: RunLog) -> Finding:
     if not params and not updates:
         return Finding("params_frozen", "skip", "no parameter (role param) or update statistics in the log")
     last_step = max(r.step for recs in (*params.values(), *updates.values()) for r in recs)
-    frozen: dict[str, int] = {}
+    frozen: dict[str, int] = {}  # by parameter: the watch's param/w and update/w are one parameter w
+
+    def mark(name: str, since: int) -> None:
+        key = name.split("/", 1)[1] if name.startswith(("param/", "update/")) else name
+        frozen[key] = min(since, frozen.get(key, since))
+
     for name, recs in params.items():
         s = _frozen_since(recs)
         if s is not None:
-            frozen[name] = s
+            mark(name, s)
     for name, recs in updates.items():  # an update whose norm is 0 from some step on
         zero_from = None
         for r in reversed(recs):
@@ -435,7 +445,7 @@ def params_frozen(log: RunLog) -> Finding:
             else:
                 break
         if zero_from is not None and sum(r.step >= zero_from for r in recs) >= 2:
-            frozen[name] = zero_from
+            mark(name, zero_from)
     total = len(params) or len(updates)
     ev = {
         "parameters": total,
@@ -509,7 +519,7 @@ def clip_saturation(log: RunLog) -> Finding:
         if r.kind != "scalar" or "clip" not in r.name or r.get("value") is None:
             continue
         v = r.get("value")
-        if "fraction" in r.name or "share" in r.name:
+        if "frac" in r.name or "share" in r.name:  # "clip_fraction", SampleResult.step_stats()'s "clipped_frac"
             fractions.append((r.step, v))
         elif r.step in counts_by_step:
             fractions.append((r.step, v / counts_by_step[r.step]))
