@@ -404,6 +404,23 @@ def test_compare_samples_noise_vs_spectra_is_report_002(sigma, real):
     assert ev["generated"]["kurtosis"] == pytest.approx(0, abs=0.2)
 
 
+def test_compare_samples_skewed_noise_is_report_002(real):
+    # what an eps model read as x0 really gives: centred noise, but not exactly Gaussian (skewed); it is
+    # far closer to N(0, s^2) than to the data, and must be called noise, not merely "off"
+    z = torch.randn(real.shape, generator=torch.Generator().manual_seed(4))
+    skewed = 0.9 * (z + 0.25 * (z * z - 1))
+    ev, f = compare_samples(skewed, real)
+    assert ev["ks_generated_to_normal"] > NOISE_KS and ev["generated"]["skew"] > 0.5
+    assert f.status == "fail" and f.summary.startswith("the samples are N(0, "), f.summary
+
+
+def test_compare_samples_centred_non_gaussian_data_is_not_noise():
+    # centred data that is not Gaussian (uniform), sampled well: not noise, ok
+    g = torch.Generator().manual_seed(0)
+    ev, f = compare_samples(2 * torch.rand(4000, generator=g) - 1, 2 * torch.rand(4000, generator=g) - 1)
+    assert f.status == "ok", f.summary
+
+
 def test_compare_samples_noise_vs_noise_is_not_flagged_as_noise():
     # if the data *is* Gaussian, Gaussian samples are right
     g = torch.Generator().manual_seed(0)

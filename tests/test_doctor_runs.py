@@ -114,6 +114,9 @@ def test_data_normalization_stated_range(tmp_path):
 
 
 def _freeze(names: tuple[str, ...], from_step: int = 0):
+    """A train_run hook: requires_grad_(False) on the parameters whose names start with `names`, so that
+    the optimizer updates them last at step `from_step - 1` (at step 0 when from_step is 0)."""
+
     def hook(i, tensors, rec, model):
         if i + 1 == from_step or (from_step == 0 and i == 0):
             for name, p in model.named_parameters():
