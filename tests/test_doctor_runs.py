@@ -39,6 +39,15 @@ TRAINING_RULES = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny convolutions: several threads only contend (8x slower without xdist, which sets one already)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_healthy_training_run(tmp_path, seed):
     run = train_run(tmp_path / "run.jsonl", seed=seed, steps=80)
