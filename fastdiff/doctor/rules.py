@@ -128,7 +128,7 @@ def _all_tensor_records(log: RunLog, *roles: str) -> list[Record]:
 def nonfinite(log: RunLog) -> Finding:
     hits: dict[str, dict] = {}
     for r in sorted(log.records, key=lambda r: (r.step, r.line)):
-        if r.kind == "scalar" and r.role == "update":
+        if r.kind == "scalar" and r.role == "update" and r.name.startswith("update_ratio/"):
             # the watch's update_ratio ||dw|| / ||w|| is 0/0 for a zero weight that did not move (a frozen,
             # zero-initialised bias): not a NaN in training. A non-finite weight or update shows in the
             # param/ and update/ tensor records, which are read below.
