@@ -48,19 +48,23 @@ def test_report_001_clip_saturation(tmp_path):
     assert f.status == "fail" and f.evidence["mean_fraction"] > 0.3
 
 
-@pytest.mark.parametrize("late", [0.0, 0.01, 0.3])
-def test_clip_saturation_judges_the_end_of_sampling(tmp_path, late):
-    # every sampler clips most x0 estimates at the noisiest steps; what matters is whether clipping is
-    # still needed near the end (report 001): an early 90% that decays to `late` over 20 steps
+@pytest.mark.parametrize(
+    "peak, late, want",
+    [(0.5, 0.0, "ok"), (0.5, 0.01, "ok"), (0.5, 0.05, "warn"), (0.9, 0.0, "warn"), (0.9, 0.3, "fail")],
+)
+def test_clip_saturation_judges_the_end_of_sampling(tmp_path, peak, late, want):
+    # every sampler clips many x0 estimates at the noisiest steps (a trained model: ~80% at the first of 30
+    # DDIM steps, ~12% on average); clipping that shapes the samples is clipping still needed near the end
+    # (report 001). Here: `peak` at the first step, decaying to `late` over 10 steps, then flat for 10.
     b = training_run(steps=5)
     for run in ("ddim", "euler"):
         for i in range(20):
-            f = 0.9 * (1 - i / 9) + late * i / 9 if i < 10 else (late if run == "euler" else late / 10)
+            f = peak * (1 - i / 9) + late * i / 9 if i < 10 else (late if run == "euler" else late / 10)
             b.scalar(1000 + i, f"sample/{run}/clip_fraction", f)
     f = next(f for f in diagnose(b.write(tmp_path / "run.jsonl")).findings if f.id == "clip_saturation")
-    assert f.evidence["mean_fraction"] > 0.2  # an average over all steps would have failed every case
     assert abs(f.evidence["late_fraction"] - late) < 1e-6 and ("euler" in f.summary or late == 0)
-    assert f.status == {0.0: "ok", 0.01: "ok", 0.3: "fail"}[late], f.summary
+    assert abs(f.evidence["max_fraction"] - peak) < 1e-6 and f.evidence["max_at_step"] == 1000
+    assert f.status == want, f.summary
 
 
 def test_params_frozen_counts_each_watched_parameter_once(tmp_path):

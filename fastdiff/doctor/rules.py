@@ -129,6 +129,11 @@ def _all_tensor_records(log: RunLog, *roles: str) -> list[Record]:
 def nonfinite(log: RunLog) -> Finding:
     hits: dict[str, dict] = {}
     for r in sorted(log.records, key=lambda r: (r.step, r.line)):
+        if r.kind == "scalar" and r.role == "update" and r.name.startswith("update_ratio/"):
+            # the watch's update_ratio ||dw|| / ||w|| is 0/0 for a zero weight that did not move (a frozen,
+            # zero-initialised bias): not a NaN in training. A non-finite weight or update shows in the
+            # param/ and update/ tensor records, which are read below.
+            continue
         if r.kind == "tensor":
             bad = sum(int(r.get(k) or 0) for k in ("nan_count", "posinf_count", "neginf_count"))
             detail = {k: int(r.get(k) or 0) for k in ("nan_count", "posinf_count", "neginf_count")}
@@ -522,7 +527,7 @@ def clip_saturation(log: RunLog) -> Finding:
         if r.kind != "scalar" or "clip" not in r.name or r.get("value") is None:
             continue
         v = r.get("value")
-        if "fraction" in r.name or "share" in r.name:
+        if "frac" in r.name or "share" in r.name:  # "clip_fraction", SampleResult.step_stats()'s "clipped_frac"
             runs[r.name].append((r.step, v))
         elif r.step in counts_by_step:
             runs[r.name].append((r.step, v / counts_by_step[r.step]))
@@ -560,6 +565,14 @@ def clip_saturation(log: RunLog) -> Finding:
         )
     if late_f > CLIP_WARN:
         return Finding("clip_saturation", "warn", desc, ev)
+    if mean_f > CLIP_FAIL:
+        return Finding(
+            "clip_saturation",
+            "warn",
+            f"{desc}: the x0 estimates leave the clip range through the noisy steps (an undertrained model, or "
+            "a clip range narrower than the data?); the end of sampling is unclipped",
+            ev,
+        )
     return Finding("clip_saturation", "ok", desc, ev)
 
 

@@ -71,12 +71,14 @@ class TargetReport:
         want = param.canonical(sampler_prediction_type)
         if want == best:
             return Finding("prediction_type", "ok", f"the model predicts {best!r}, as the sampler assumes", ev)
-        worst = max(self.x0_error_if_read_as.get(want, [math.nan]))
+        errors = self.x0_error_if_read_as.get(want, [math.nan] * len(self.levels))
+        worst = max(errors)
+        at = self.levels[errors.index(worst)].t if self.levels else math.nan
         return Finding(
             "prediction_type",
             "fail",
             f"the model predicts {best!r} but the sampler reads it as {want!r}: its x0 estimate is off by "
-            f"{worst:.3g}x the data scale at the noisiest level, so samples come out as noise (report 002)",
+            f"up to {worst:.3g}x the data scale (at t={at:g}), so samples come out as noise (report 002)",
             ev,
         )
 
