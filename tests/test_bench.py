@@ -124,6 +124,12 @@ def test_readme_table_from_results(tmp_path, quick_run):
     assert f"`{result['command']}`" in text and "cpu-test.json" in text and "cpu-test-quick" not in text
     assert "**GPU**: unmeasured" in text
     assert result["environment"]["device"] in text
+    # the same through the command line
+    os.remove(path)
+    assert main(["bench", "--readme", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / readme.TABLE_FILE).read_text() == text
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["bench", "--readme", "--out", str(tmp_path / "nowhere")])
 
 
 def test_committed_readme_table_is_rendered_from_the_committed_results():

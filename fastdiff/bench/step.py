@@ -1,7 +1,7 @@
-"""Benchmark: a DDIM step with x0 clipping and x0 output (fastdiff.fused_step) against what users run.
+"""Benchmark: one fused sampler step (fastdiff.fused_step) against what users run, per sampler.
 
-The step of diffusers' DDIMScheduler (epsilon prediction, eta = 0, clip_sample=True, 50 inference
-steps, the middle one) computed by:
+`ddim_step`: the step of diffusers' DDIMScheduler (epsilon prediction, eta = 0, clip_sample=True, 50
+inference steps, the middle one) with x0 clipping and x0 output, computed by:
   fastdiff-<backend>          fd.fused_step(..., clip=1.0, out=prev, x0_out=x0): stats of x' and x0 and
                               the clipped count come with it (the default stats=True)
   fastdiff-<backend>-nostats  the same with stats=False
@@ -10,6 +10,11 @@ steps, the middle one) computed by:
   torch.compile               `eager` compiled (compile time reported)
   add-out                     torch.add(x, e, out=o): one fused elementwise pass, the yardstick
 GB/s counts x and eps read once, x' and x0 written once (4 tensors); add-out moves 3.
+
+`euler_step` (EulerDiscreteScheduler, epsilon, the middle of 50 steps; x' and x0 out, 4 tensors) and
+`flow_euler_step` (FlowMatchEulerDiscreteScheduler, velocity, the middle of 50 steps; x' out, 3
+tensors): the same providers less the -nostats and base-isa variants, at the largest size only (each
+torch.compile of a new shape takes ~20 s on a small CPU).
 
 Without diffusers installed the `diffusers` provider is left out (and `eager` is the check's reference).
 
@@ -72,15 +77,15 @@ def make_eager(a_t: float, a_prev: float):
     return ddim_step
 
 
-def check(results: dict[str, tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype) -> None:
-    """Every provider computes the same step (before any timing)."""
+def check(results: dict[str, tuple[torch.Tensor, ...]], dtype: torch.dtype) -> None:
+    """Every provider computes the same step (before any timing): x' (and x0 where given)."""
     # 16-bit providers round every intermediate differently (a few ulps of x0 ~ 10 before clipping);
     # a wrong coefficient would be off by O(1)
     tol = 1e-5 if dtype == torch.float32 else 0.125
-    ref_prev, ref_x0 = results["diffusers" if "diffusers" in results else "eager"]
-    for name, (prev, x0) in results.items():
-        torch.testing.assert_close(prev.float(), ref_prev.float(), rtol=tol, atol=tol, msg=f"{name}: x'")
-        torch.testing.assert_close(x0.float(), ref_x0.float(), rtol=tol, atol=tol, msg=f"{name}: x0")
+    ref = results["diffusers" if "diffusers" in results else "eager"]
+    for name, outputs in results.items():
+        for what, got, want in zip(("x'", "x0"), outputs, ref):
+            torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol, msg=f"{name}: {what}")
 
 
 def providers_for(x: torch.Tensor, eps: torch.Tensor, backends: list[str], setup, eager, compiled) -> dict:
@@ -109,8 +114,91 @@ def providers_for(x: torch.Tensor, eps: torch.Tensor, backends: list[str], setup
     return p
 
 
+class OtherSampler:
+    """A sampler step without clipping: diffusers' scheduler at its middle step (None without diffusers),
+    fastdiff's coefficients and the same maths in eager PyTorch returning (x', x0) or (x',)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.op = f"{name}_step"
+        self.sched = None
+        if name == "euler":
+            from fastdiff.samplers.euler import euler_coeffs
+
+            betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)  # diffusers' default "linear"
+            alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+            sigmas = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+            try:
+                from diffusers import EulerDiscreteScheduler
+            except ImportError:
+                pass
+            else:
+                self.sched = EulerDiscreteScheduler()
+                self.sched.set_timesteps(INFERENCE_STEPS)
+                sigmas = self.sched.sigmas
+            sigma, sigma_next = float(sigmas[STEP_INDEX]), float(sigmas[STEP_INDEX + 1])
+            if self.sched is None:  # diffusers' "linspace" spacing, interpolated: near enough for a timing
+                sigma, sigma_next = float(sigmas[500]), float(sigmas[480])
+            self.coeffs = euler_coeffs(sigma, sigma_next, "epsilon")
+            self.outputs = 2
+
+            def eager(x, eps):  # diffusers' lines (no churn), in float32 as diffusers upcasts
+                xf = x.float()
+                x0 = xf - sigma * eps
+                prev = xf + (xf - x0) / sigma * (sigma_next - sigma)
+                return prev.to(eps.dtype), x0
+
+        elif name == "flow_euler":
+            from fastdiff.samplers.flow import flow_euler_coeffs
+
+            sigma, sigma_next = 1.0 - STEP_INDEX / INFERENCE_STEPS, 1.0 - (STEP_INDEX + 1) / INFERENCE_STEPS
+            try:
+                from diffusers import FlowMatchEulerDiscreteScheduler
+            except ImportError:
+                pass
+            else:
+                self.sched = FlowMatchEulerDiscreteScheduler()
+                self.sched.set_timesteps(INFERENCE_STEPS)
+                sigma, sigma_next = float(self.sched.sigmas[STEP_INDEX]), float(self.sched.sigmas[STEP_INDEX + 1])
+            self.coeffs = flow_euler_coeffs(sigma, sigma_next, "flow")
+            self.outputs = 1
+
+            def eager(x, v):  # diffusers' line, in float32 as diffusers upcasts
+                return ((x.float() + (sigma_next - sigma) * v).to(v.dtype),)
+
+        else:
+            raise ValueError(f"unknown sampler {name!r}; accepted: euler, flow_euler")
+        self.eager = eager
+        self.t = self.sched.timesteps[STEP_INDEX] if self.sched is not None else None
+
+    def diffusers_step(self, x, eps):
+        self.sched._step_index = STEP_INDEX  # step() advances it; every timed call is the same step
+        r = self.sched.step(eps, self.t, x)
+        return (r.prev_sample, r.pred_original_sample) if self.outputs == 2 else (r.prev_sample,)
+
+    def providers_for(self, x, eps, backends, compiled) -> dict:
+        prev, x0, o = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        x0_out = x0 if self.outputs == 2 else None
+
+        def fastdiff_step(b):
+            r = fd.fused_step(x, eps, self.coeffs, out=prev, x0_out=x0_out, backend=b)
+            return (r.prev_sample, r.pred_x0)[: self.outputs]
+
+        p = {f"fastdiff-{b}": lambda b=b: fastdiff_step(b) for b in backends}
+        if self.sched is not None:
+            p["diffusers"] = lambda: self.diffusers_step(x, eps)
+        p["eager"] = lambda: self.eager(x, eps)
+        if compiled is not None:
+            p["torch.compile"] = lambda: compiled(x, eps)
+        p["add-out"] = lambda: (torch.add(x, eps, out=o), o)
+        return p
+
+
+OTHER_SAMPLERS = ("euler", "flow_euler")
+
+
 def count_cases(cfg: BenchConfig) -> int:
-    return len(cfg.sizes) * len(cfg.dtypes)
+    return (len(cfg.sizes) + len(OTHER_SAMPLERS)) * len(cfg.dtypes)
 
 
 def run(cfg: BenchConfig) -> list[dict]:
@@ -144,4 +232,28 @@ def run(cfg: BenchConfig) -> list[dict]:
             )
             del x, eps, providers
             cfg.done()
+    for name in OTHER_SAMPLERS:
+        sampler = OtherSampler(name)
+        for dtype in cfg.dtypes:
+            compiled = torch.compile(sampler.eager, dynamic=False) if cfg.compile else None
+            for n in [max(cfg.sizes)]:
+                gen = torch.Generator(device=device).manual_seed(n)
+                x = (1.3 * torch.randn(n, generator=gen, device=device)).to(dtype)
+                eps = torch.randn(n, generator=gen, device=device).to(dtype)
+                providers = sampler.providers_for(x, eps, backends, compiled)
+                check({k: tuple(v.clone() for v in fn()) for k, fn in providers.items() if k != "add-out"}, dtype)
+                case = {"suite": "step", "op": sampler.op, "size": n, "dtype": harness.dtype_name(dtype)}
+                rows += harness.run_case(
+                    providers,
+                    bytes_moved=(2 + sampler.outputs) * n * x.element_size(),
+                    bytes_moved_by={"add-out": 3 * n * x.element_size()},
+                    case={**case, "device": device},
+                    repeats=cfg.repeats,
+                    device=device,
+                    copy_gbps=copy_gbps,
+                    reference=reference,
+                    first_call_fields={"torch.compile": "compile_s"},
+                )
+                del x, eps, providers
+                cfg.done()
     return rows
