@@ -31,7 +31,7 @@ DTYPES = {
     "float64": torch.float64,
 }
 DEFAULT_SIZES = {"cpu": "20,22,24", "cuda": "24,26,28"}
-QUICK_SIZES = {"cpu": "18,20", "cuda": "20,24"}
+QUICK_SIZES = {"cpu": "20", "cuda": "24"}
 MAX_SIZE = 1 << 31
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sizes",
         default=None,
         help="comma-separated element counts of the step/stats suites: 4096, 16M, 2^24, or a power-of-two "
-        "exponent below 64 (24 = 2^24). Default: CPU 20,22,24; CUDA 24,26,28; --quick: 18,20 / 20,24",
+        "exponent below 64 (24 = 2^24). Default: CPU 20,22,24; CUDA 24,26,28; --quick: 20 / 24",
     )
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per case (default 15; --quick 5)")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compile takes ~20 s a case)")

@@ -228,8 +228,8 @@ def write_csv(result: dict, path: str) -> None:
 
 
 def write_plot(result: dict, path: str) -> bool:
-    """GB/s against size per provider, one panel per (suite, dtype) with more than one size; False
-    (nothing written) without matplotlib or without such a panel."""
+    """GB/s against size per provider, one panel per (suite, op, dtype); False (nothing written) without
+    matplotlib or without a row that has GB/s."""
     try:
         import matplotlib
 
@@ -241,7 +241,6 @@ def write_plot(result: dict, path: str) -> bool:
     for row in result["rows"]:
         if row.get("gbps"):
             panels.setdefault((row["suite"], row["op"], row["dtype"]), []).append(row)
-    panels = {k: v for k, v in panels.items() if len({r["size"] for r in v}) > 1}
     if not panels:
         return False
     n = len(panels)
