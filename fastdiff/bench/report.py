@@ -183,7 +183,9 @@ def markdown_report(result: dict) -> str:
         "case whose providers were timed interleaved (each repeat runs all of them, in rotating order): the "
         "ratios are what to quote, not the absolute times, on a shared machine. median / p20 / p80 in ms; GB/s "
         "counts what the op must move; `of copy BW` is that over the copy bandwidth measured in the same run; "
-        "`fastdiff speedup ×` = this provider's median / fastdiff's (> 1: fastdiff is faster). The probe "
+        "`fastdiff speedup ×` = this provider's median / fastdiff's (> 1: fastdiff is faster). `compile s` is "
+        "torch.compile's first call, compile included (inductor's on-disk cache makes it short on a machine "
+        "that compiled the same graph before; ~20 s cold on a 2-core CPU). The probe "
         "suite's table is a training step per variant: `overhead vs none` is the median over rounds of the "
         "step time over `none`'s in the same round, minus 1.",
         "",
