@@ -236,6 +236,10 @@ def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     print(report.terminal_report(result))
     if out is not None:
         paths = report.write_all(result, report.output_stem(out, result))
+        if args.suite is None and not cfg.quick:  # a full run: the README table follows the results
+            from .readme import write_readme_table
+
+            paths.append(write_readme_table(out))
         result["files"] = paths
         print("\nwrote " + ", ".join(paths), file=sys.stderr)
     return result

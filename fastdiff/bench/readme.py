@@ -2,6 +2,7 @@
 
     python -m fastdiff.bench.readme [RESULTS_DIR]     # writes RESULTS_DIR/README-table.md
     fastdiff bench --readme [--out RESULTS_DIR]       # the same
+    (a full `fastdiff bench` run, all suites and not --quick, re-renders it in its --out folder too)
 
 Every figure names the device and the command it comes from. It reads the full runs only
 (`<cpu|gpu>-<device>.json`, not the `-quick` or single-suite files); a device kind with no such file
