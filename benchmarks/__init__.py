@@ -1,1 +1,1 @@
-"""Benchmarks (see harness.py); results per device in results/."""
+"""Benchmark scripts: thin wrappers of `fastdiff bench` (fastdiff/bench); committed results in results/."""

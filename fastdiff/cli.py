@@ -1,4 +1,5 @@
-"""The `fastdiff` command line: `fastdiff demo`, `fastdiff doctor RUN.jsonl` (`python -m fastdiff ...` works the same).
+"""The `fastdiff` command line: `fastdiff demo [--out DIR] [--quick]`, `fastdiff doctor RUN.jsonl ...`,
+`fastdiff bench [--quick] ...` (`python -m fastdiff ...` works the same).
 
 Subcommands register in `COMMANDS` (name -> (add_arguments, run)); later ones (doctor, bench) add themselves there.
 """
@@ -39,6 +40,18 @@ def _doctor_run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from .bench.cli import add_arguments
+
+    add_arguments(p)
+
+
+def _bench_run(args: argparse.Namespace) -> int:
+    from .bench.cli import main as bench_main
+
+    return bench_main(args, args.argv)
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "demo": ("train a tiny denoiser on synthetic spectra and sample it through the fused step", _demo_args, _demo_run),
     "doctor": (
@@ -46,6 +59,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
         _doctor_args,
         _doctor_run,
     ),  # fmt: skip
+    "bench": ("benchmark the fused kernels against the usual ways on this machine", _bench_args, _bench_run),
 }
 
 
@@ -55,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (help_text, add_args, _) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for commands that record it
     if args.command is None:
         parser.print_help()
         return 2
