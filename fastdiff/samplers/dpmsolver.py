@@ -63,12 +63,17 @@ def dpmpp_coeffs(
     eta: float = 0.0,
     solver_type: str = "midpoint",
     s_noise: float = 1.0,
+    diffusers_sde_d2: bool = False,
 ) -> StepCoeffs:
     """One DPM-Solver++ step from (alpha_s, sigma_s) to (alpha_t, sigma_t) (module docstring).
 
     `previous`: the (alpha, sigma) at which the history x0s were predicted, most recent first; the order
     is 1 + len(previous) (at most 3). A step into sigma_t = 0 returns x0 (history unused: pass none).
     The x0 is read from the model output at (alpha_s, sigma_s) through `param.py`.
+
+    `diffusers_sde_d2`: the D2 weight of diffusers' 3rd-order "sde-dpmsolver++",
+    alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2) = -alpha_t (phi2 / hh + 1/2), instead of -alpha_t phi3
+    (`dpmpp` docstring); the drop-in DPMSolverMultistepScheduler reproduces it.
     """
     if solver_type not in SOLVER_TYPES:
         raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
@@ -95,7 +100,8 @@ def dpmpp_coeffs(
     elif len(previous) == 2:
         lam1, lam2 = _lam(*previous[0]), _lam(*previous[1])
         r0, r1 = (_lam(alpha_s, sigma_s) - lam1) / h, (lam1 - lam2) / h
-        a, b = alpha_t * phi2, alpha_t * (phi2 / hh - 0.5)  # + a D1 - b D2
+        half = 0.5 if diffusers_sde_d2 else -0.5
+        a, b = alpha_t * phi2, alpha_t * (phi2 / hh + half)  # + a D1 - b D2
         u = a * (1.0 + r0 / (r0 + r1)) - b / (r0 + r1)  # coefficient of D1_0
         w = (b - a * r0) / (r0 + r1)  # coefficient of D1_1
         p0, ph = c0 + u / r0, (-u / r0 + w / r1, -w / r1)
