@@ -349,6 +349,7 @@ class FastDDPMScheduler(_FusedScheduler, DDPMScheduler):
             _vp_prediction(self.config.prediction_type),
             self.config.variance_type,
             add_noise=add_noise,
+            alpha_t=float(alpha_prod_t / alpha_prod_t_prev),  # the parent's float32 quotient (see ddpm_coeffs)
         )
         noise = None
         if add_noise:
@@ -650,6 +651,15 @@ class FastDPMSolverMultistepScheduler(_FusedScheduler, DPMSolverMultistepSchedul
         s = self._sigma(index)
         return flow_alpha_sigma(s) if self.config.use_flow_sigmas else ve_to_vp(s)
 
+    def _sde_d2_weight(self, i: int) -> float:
+        """The parent's 3rd-order SDE D2 weight alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2), computed as it does
+        (float32): its O(h^2) cancellation at small h shapes the parent's result (`dpmpp_coeffs`)."""
+        sigmas = self._host("sigmas")
+        alpha_t, sigma_t = self._sigma_to_alpha_sigma_t(sigmas[i + 1])
+        alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigmas[i])
+        h = (torch.log(alpha_t) - torch.log(sigma_t)) - (torch.log(alpha_s0) - torch.log(sigma_s0))
+        return float(alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5))
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -688,7 +698,7 @@ class FastDPMSolverMultistepScheduler(_FusedScheduler, DPMSolverMultistepSchedul
             tuple(self._alpha_sigma(i - k) for k in range(1, order)),
             eta=1.0 if cfg.algorithm_type == "sde-dpmsolver++" else 0.0,
             solver_type=cfg.solver_type,
-            diffusers_sde_d2=cfg.algorithm_type == "sde-dpmsolver++",
+            d2_weight=self._sde_d2_weight(i) if order == 3 and cfg.algorithm_type == "sde-dpmsolver++" else None,
         )
         history = tuple(self.model_outputs[-k] for k in range(1, order))  # m1, m2: the latest x0s
 
