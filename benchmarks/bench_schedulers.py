@@ -83,16 +83,22 @@ def run(
     repeats: int = 11,
     quick: bool = False,
     copy_gbps: float | None = None,
+    cases: list[str] | None = None,
 ) -> list[dict]:
     """Harness rows for every (scheduler, size, dtype) and provider ("diffusers", "fastdiff"), with
-    `speedup_of_reference` = diffusers median / fastdiff median on the diffusers row."""
+    `speedup_of_reference` = diffusers median / fastdiff median on the diffusers row.
+
+    `cases`: names from `CASES` (default: all; `quick`: a few, at 2^20 elements)."""
     import diffusers
 
     from fastdiff.integrations.diffusers import fast_scheduler
 
     sizes = sizes or ([1 << 20] if quick else [1 << 20, 1 << 24])
     dtypes = dtypes or [torch.float32]
-    names = QUICK_CASES if quick else tuple(CASES)
+    names = tuple(cases) if cases else QUICK_CASES if quick else tuple(CASES)
+    unknown = [c for c in names if c not in CASES]
+    if unknown:
+        raise ValueError(f"unknown cases {unknown}; accepted: {', '.join(CASES)}")
     rows = []
     for dtype in dtypes:
         for n in sizes:
