@@ -374,6 +374,29 @@ def test_begin_index_and_scale_model_input():
         assert rel_err(got, want) <= RTOL
 
 
+def test_timestep_located_without_reading_it():
+    """A timestep that is an element of scheduler.timesteps (as pipelines pass it, also after slicing for
+    img2img) is found from its storage offset: on CUDA this is what keeps step() free of host syncs."""
+    s = fdd.FastEulerDiscreteScheduler()
+    s.set_timesteps(10)
+    for k, t in enumerate(s.timesteps[3:], start=3):
+        assert s._schedule_lookup(t).item() == s.timesteps[k].item()
+    assert s._schedule_lookup(s.timesteps[4].clone()) is None  # a copy: read (once) as the parent does
+    assert s._schedule_lookup(torch.tensor([1.0, 2.0])[1:]) is None
+
+
+def test_long_ddim_loop_as_accurate_as_parent():
+    """1000 DDIM steps without clipping amplify float32 rounding (x0 = (x - sqrt(1 - abar) eps) / sqrt(abar) at
+    abar ~ 4e-5): there the parent itself is ~4e-4 away from its float64 run, so no evaluation order stays
+    within 1e-5 of it; the fused loop must be at least as close to the float64 run as the parent's."""
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    exact = run_loop(diffusers.DDIMScheduler(), 1000, x_T.double(), model=lambda x, t: fake_model(x, t).double())
+    want = run_loop(diffusers.DDIMScheduler(), 1000, x_T)[-1].prev_sample.double()
+    got = run_loop(fdd.FastDDIMScheduler(), 1000, x_T)[-1].prev_sample.double()
+    exact = exact[-1].prev_sample
+    assert (got - exact).abs().max() <= (want - exact).abs().max()
+
+
 def test_step_stats():
     """last_step_stats: the clipped count and the stats of the returned tensors, from the same pass."""
     s = fdd.FastDDIMScheduler(clip_sample=True, clip_sample_range=0.5)

@@ -217,6 +217,11 @@ class _FusedScheduler:
         """The timestep's value without a device read when it is an element of `self.timesteps`."""
         if not isinstance(timestep, torch.Tensor) or timestep.device.type == "cpu":
             return timestep
+        found = self._schedule_lookup(timestep)
+        return found if found is not None else timestep.cpu()  # from elsewhere: one read, as the parent
+
+    def _schedule_lookup(self, timestep: torch.Tensor) -> torch.Tensor | None:
+        """The host value of a one-element view into `self.timesteps` (from its storage offset), else None."""
         ts = self.timesteps
         if (
             isinstance(ts, torch.Tensor)
@@ -230,7 +235,7 @@ class _FusedScheduler:
             k, rem = divmod(timestep.storage_offset() - ts.storage_offset(), ts.stride(0))
             if rem == 0 and 0 <= k < ts.shape[0]:
                 return self._host("timesteps")[k].reshape(timestep.shape)
-        return timestep.cpu()  # a timestep from elsewhere: one read, as the parent does
+        return None
 
     def _init_step_index(self, timestep) -> None:
         # the parent's rule (its own index_for_timestep, quirks included) on host copies
