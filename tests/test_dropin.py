@@ -89,7 +89,7 @@ def compare(parent_cls, config, n, x_T, seed, step_kw=None, set_kw=None, model=f
     output; scale_model_input and every step output must agree. Their own state (step index, history, Heun's
     stage, generators seeded alike) evolves separately over the whole loop. Where the parent raises, so does it."""
     parent = parent_cls(**config)
-    fast = fdd.fast_scheduler(parent_cls(**config))
+    fast = fdd.fast_scheduler(parent)  # (a fresh scheduler with the parent's config)
     assert type(fast).__name__ == "Fast" + parent_cls.__name__ and isinstance(fast, parent_cls)
     try:
         parent.set_timesteps(n, **(set_kw or {}))
