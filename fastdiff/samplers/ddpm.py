@@ -43,8 +43,13 @@ def ddpm_coeffs(
     prediction_type: str = "epsilon",
     variance_type: str = "fixed_small",
     add_noise: bool = True,
+    alpha_t: float | None = None,
 ) -> StepCoeffs:
     """One DDPM step from abar_t to abar' (module docstring), as diffusers' DDPMScheduler.step.
+
+    `alpha_t`: this step's alpha abar_t / abar' when the caller has it already rounded: diffusers divides
+    in float32, and beta_t = 1 - alpha_t magnifies that rounding (1e-4 relative for small beta_t), so the
+    drop-in scheduler passes the parent's float32 quotient to land on the parent's result.
 
     `add_noise` is diffusers' `t > 0`. The `_log` variance types give the same std (computed in log space);
     note that diffusers' own `fixed_large_log` step takes sqrt(log beta) and returns NaN, while this is sqrt(beta).
@@ -57,7 +62,7 @@ def ddpm_coeffs(
             f"need 0 <= abar_t <= abar_prev <= 1 and abar_t < 1 (a step towards less noise); "
             f"got abar_t={ac_t}, abar_prev={ac_prev}"
         )
-    alpha_t = ac_t / ac_prev  # this step's alpha and beta
+    alpha_t = ac_t / ac_prev if alpha_t is None else float(alpha_t)  # this step's alpha and beta
     beta_t = 1.0 - alpha_t
     p0 = math.sqrt(ac_prev) * beta_t / (1.0 - ac_t)
     px = math.sqrt(alpha_t) * (1.0 - ac_prev) / (1.0 - ac_t)

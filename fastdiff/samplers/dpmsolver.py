@@ -63,12 +63,17 @@ def dpmpp_coeffs(
     eta: float = 0.0,
     solver_type: str = "midpoint",
     s_noise: float = 1.0,
+    d2_weight: float | None = None,
 ) -> StepCoeffs:
     """One DPM-Solver++ step from (alpha_s, sigma_s) to (alpha_t, sigma_t) (module docstring).
 
     `previous`: the (alpha, sigma) at which the history x0s were predicted, most recent first; the order
     is 1 + len(previous) (at most 3). A step into sigma_t = 0 returns x0 (history unused: pass none).
     The x0 is read from the model output at (alpha_s, sigma_s) through `param.py`.
+
+    `d2_weight`: a 3rd-order step's coefficient of D2 as the caller has it, instead of -alpha_t phi3.
+    diffusers' 3rd-order "sde-dpmsolver++" uses alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2) (see `dpmpp`),
+    in float32, where the O(h^2) cancellation is part of its result: the drop-in scheduler passes that value.
     """
     if solver_type not in SOLVER_TYPES:
         raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
@@ -82,11 +87,17 @@ def dpmpp_coeffs(
             raise ValueError("a step into sigma = 0 is first order (x' = x0); pass no previous x0s")
         return StepCoeffs(cx=read.cx, co=read.co, p0=1.0)
     h = _lam(alpha_t, sigma_t) - _lam(alpha_s, sigma_s)
+    if h == 0.0 and previous:
+        raise ValueError(
+            f"a multistep DPM-Solver++ step needs lambda_t != lambda_s; got a step from sigma {sigma_s} to {sigma_t} "
+            "with h = 0 (a repeated noise level), where the higher-order terms divide by zero"
+        )
     hh = (1.0 + eta) * h
     px = sigma_t / sigma_s * math.exp(-eta * h)
     c0 = -alpha_t * math.expm1(-hh)  # alpha_t (1 - e^{-hh})
     pn = sigma_t * math.sqrt(-math.expm1(-2.0 * eta * h)) * s_noise if eta > 0 else 0.0
-    phi2 = math.expm1(-hh) / hh + 1.0
+    # phi2 only for the higher orders: a first-order step may have h = 0 (e.g. into a repeated final sigma)
+    phi2 = math.expm1(-hh) / hh + 1.0 if previous else math.nan
     p0, ph = c0, ()
     if len(previous) == 1:
         r0 = (_lam(alpha_s, sigma_s) - _lam(*previous[0])) / h
@@ -96,6 +107,8 @@ def dpmpp_coeffs(
         lam1, lam2 = _lam(*previous[0]), _lam(*previous[1])
         r0, r1 = (_lam(alpha_s, sigma_s) - lam1) / h, (lam1 - lam2) / h
         a, b = alpha_t * phi2, alpha_t * (phi2 / hh - 0.5)  # + a D1 - b D2
+        if d2_weight is not None:
+            b = -float(d2_weight)
         u = a * (1.0 + r0 / (r0 + r1)) - b / (r0 + r1)  # coefficient of D1_0
         w = (b - a * r0) / (r0 + r1)  # coefficient of D1_1
         p0, ph = c0 + u / r0, (-u / r0 + w / r1, -w / r1)
