@@ -209,7 +209,7 @@ def test_schedulers_suite_is_registered_lazily():
 
 
 def test_plain_signature_suites_are_adapted(tmp_path, monkeypatch):
-    """A suite written as run(device, sizes, dtypes, repeats, quick) -> harness rows (bench_schedulers.py)."""
+    """A suite written as run(device, sizes, dtypes, repeats, quick) -> harness rows (fastdiff/bench/schedulers.py)."""
     (tmp_path / "fastdiff_fake_suite.py").write_text(
         "def run(device, sizes, dtypes, repeats, quick):\n"
         "    return [{'op': 'fake', 'size': n, 'dtype': str(d), 'provider': 'p', 'median_ms': 1.0,\n"

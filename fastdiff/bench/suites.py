@@ -103,8 +103,7 @@ SUITES: dict[str, Suite] = {
         Suite(
             "schedulers",
             "drop-in diffusers schedulers (Fast*Scheduler.step) vs diffusers",
-            # a packaged copy first, else the repository's benchmarks/ (a source checkout)
-            ("fastdiff.bench.schedulers", "benchmarks.bench_schedulers"),
+            ("fastdiff.bench.schedulers",),
             requires=("diffusers", "fastdiff.integrations.diffusers"),
             signature="plain",
         ),
