@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from . import kernels
+from .kernels import memory
 from .kernels.launch import StepLaunch
 from .stats import PairStats, TensorStats
 from .step import (
@@ -341,13 +342,13 @@ def fused_step(
     inputs = {"x": x, "model_output": model_output, "uncond": uncond, "noise": noise}
     inputs.update({f"history[{k}]": h for k, h in enumerate(history)})
     if out is None:
-        out = torch.empty_like(x)
+        out = memory.empty_like(x)  # huge pages for large CPU outputs: fewer first-touch faults
     else:
         _check_output("out", out, x, inputs)
     if x0_out is not None:
         _check_output("x0_out", x0_out, x, {**inputs, "out": out})
     elif return_x0:
-        x0_out = torch.empty_like(x)
+        x0_out = memory.empty_like(x)
 
     launch = StepLaunch(
         x=x,
