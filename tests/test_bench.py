@@ -140,6 +140,15 @@ def test_committed_readme_table_is_rendered_from_the_committed_results():
     assert table.read_text() == readme.render(str(results)), "re-run: python -m fastdiff.bench.readme"
 
 
+def test_readme_performance_block_is_the_rendered_table():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    table = readme.render(str(root / "benchmarks" / "results"))
+    assert readme.splice(text, table) == text, "re-run: python -m fastdiff.bench.readme"
+    with pytest.raises(ValueError, match="bench-table:start"):
+        readme.splice("# no markers\n", table)
+
+
 # --------------------------------------------------------------------------------------------------
 # bad input: a clear error, before anything runs
 

@@ -1,6 +1,6 @@
 """The README's performance table, rendered from the committed `fastdiff bench` results (JSON).
 
-    python -m fastdiff.bench.readme [RESULTS_DIR]     # writes RESULTS_DIR/README-table.md
+    python -m fastdiff.bench.readme [RESULTS_DIR]     # writes RESULTS_DIR/README-table.md and the README's block
     fastdiff bench --readme [--out RESULTS_DIR]       # the same
     (a full `fastdiff bench` run, all suites and not --quick, re-renders it in its --out folder too)
 
@@ -74,6 +74,28 @@ def render(results_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def splice(readme_text: str, table: str) -> str:
+    """README text with the block between START and END replaced by `table` (ValueError without them)."""
+    i, j = readme_text.find(START), readme_text.find(END)
+    if i < 0 or j < i:
+        raise ValueError(f"the README has no {START} ... {END} block to put the table in")
+    return readme_text[: i + len(START)] + "\n" + table + readme_text[j:]
+
+
+def update_readme(readme_path: str, results_dir: str) -> bool:
+    """Put the rendered table into the README's marked block; True when the file changed."""
+    with open(readme_path, encoding="utf-8") as f:
+        old = f.read()
+    new = splice(old, render(results_dir))
+    if new != old:
+        with open(readme_path, "w", encoding="utf-8") as f:
+            f.write(new)
+    return new != old
+
+
 def write_readme_table(results_dir: str) -> str:
     """Render and write results_dir/README-table.md; the path."""
     if not os.path.isdir(results_dir):
@@ -87,4 +109,8 @@ def write_readme_table(results_dir: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    print(write_readme_table(sys.argv[1] if len(sys.argv) > 1 else os.path.join("benchmarks", "results")))
+    results = sys.argv[1] if len(sys.argv) > 1 else os.path.join("benchmarks", "results")
+    print(write_readme_table(results))
+    readme_md = os.path.join(os.path.dirname(os.path.abspath(results)), os.pardir, "README.md")
+    if os.path.isfile(readme_md) and update_readme(readme_md, results):
+        print(f"updated {os.path.normpath(readme_md)}")
