@@ -19,6 +19,7 @@ sampler's maths; `tests/test_samplers_diffusers.py` documents how those equal di
     HeunDiscreteScheduler              euler_coeffs + heun_correction_coeffs (Karras et al. 2022, alg. 1)
     FlowMatchEulerDiscreteScheduler    flow_euler_coeffs       (rectified flow)
     DPMSolverMultistepScheduler        dpmpp_coeffs            (DPM-Solver++ 1/2/3M and SDE variants)
+    UniPCMultistepScheduler            unipc_coeffs            (UniP / UniC B(h), Zhao et al. 2023)
 
 Noise is drawn with diffusers' own `randn_tensor`, with the same arguments and in the same order as the
 parent, so the same `generator` gives the same samples. Options the fused step cannot express raise
@@ -56,6 +57,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
 )
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
@@ -80,6 +82,7 @@ from ..samplers import (
 )
 from ..samplers.dpmsolver import flow_alpha_sigma
 from ..samplers.plan import ve_to_vp
+from ..samplers.unipc import unipc_coeffs
 from ..stats import TensorStats
 from ..step import ClipRange, DynamicThreshold, StepCoeffs
 
@@ -93,6 +96,7 @@ __all__ = [
     "FastEulerDiscreteScheduler",
     "FastFlowMatchEulerDiscreteScheduler",
     "FastHeunDiscreteScheduler",
+    "FastUniPCMultistepScheduler",
     "StepStats",
     "fast_scheduler",
 ]
@@ -733,6 +737,137 @@ class FastDPMSolverMultistepScheduler(_FusedScheduler, DPMSolverMultistepSchedul
 
 
 # --------------------------------------------------------------------------------------------------
+# UniPC multistep
+
+
+class FastUniPCMultistepScheduler(_FusedScheduler, UniPCMultistepScheduler):
+    """diffusers' UniPCMultistepScheduler with fused updates (`unipc_coeffs`): data prediction (predict_x0=True),
+    "bh1" / "bh2", orders 1-3, thresholding, `disable_corrector`, every sigma ladder.
+
+    A step is the parent's: the model output converted to x0 (thresholded), the corrector UniC of the previous
+    step's order (unless disabled), then the predictor UniP. The conversion and a corrector of order <= 2 are one
+    fused call (history: last_sample and the previous x0s), the predictor another; an order-3 corrector needs
+    four tensors besides the new x0 and takes a call of its own. `model_outputs` holds the x0s, as the parent's.
+    """
+
+    _parent = UniPCMultistepScheduler
+
+    def _check_fusable(self) -> None:
+        cfg = self.config
+        if not cfg.predict_x0:
+            raise self._unsupported(
+                "predict_x0=False", "the noise-prediction UniPC keeps eps history; only predict_x0=True is fused"
+            )
+        if self.solver_p is not None:
+            raise self._unsupported("solver_p", "a user-supplied predictor scheduler is not an affine fused update")
+        if cfg.solver_order > 3:
+            raise self._unsupported(
+                f"solver_order={cfg.solver_order}",
+                "an order-p UniC step combines p + 1 earlier tensors; the fused step holds at most 3 history "
+                "tensors besides the new x0 (solver_order <= 3)",
+            )
+        if cfg.prediction_type == "flow_prediction" and not cfg.use_flow_sigmas:
+            raise self._unsupported(
+                "prediction_type='flow_prediction' without use_flow_sigmas", "only the flow path is fused for it"
+            )
+        self._check_clip()
+
+    def _alpha_sigma_lambda(self, index: int) -> tuple[float, float, float]:
+        """alpha, sigma and lambda = log alpha - log sigma at sigmas[index], computed as the parent does (float32)."""
+        alpha, sigma = self._sigma_to_alpha_sigma_t(self._host("sigmas")[index])
+        lam = torch.log(alpha) - torch.log(sigma)
+        return float(alpha), float(sigma), float(lam)
+
+    def _update(self, t_index: int, s0_index: int, prev_indices, corrector: bool):
+        alpha_t, sigma_t, lambda_t = self._alpha_sigma_lambda(t_index)
+        _, sigma_s0, lambda_s0 = self._alpha_sigma_lambda(s0_index)
+        lambdas = tuple(self._alpha_sigma_lambda(k)[2] for k in prev_indices)
+        return unipc_coeffs(
+            lambda_s0,
+            lambda_t,
+            lambdas,
+            alpha_t=alpha_t,
+            sigma_t=sigma_t,
+            sigma_s0=sigma_s0,
+            corrector=corrector,
+            solver_type=self.config.solver_type,
+        )
+
+    def _to_x0(self, index: int, **kw) -> StepCoeffs:
+        p = self.config.prediction_type
+        if p == "flow_prediction":
+            s = self._sigma(index)
+            return StepCoeffs(cx=1.0, co=-s, **kw)
+        alpha, sigma, _ = self._alpha_sigma_lambda(index)
+        return StepCoeffs.from_prediction(p, alpha, sigma, **kw)
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple:
+        """As `UniPCMultistepScheduler.step`: UniC on the previous step's prediction, then UniP."""
+        if self.num_inference_steps is None:
+            raise ValueError(_NO_STEPS_ERROR)
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        self._check_shapes(model_output, sample)
+        cfg = self.config
+        i = self.step_index
+        use_corrector = i > 0 and i - 1 not in self.disable_corrector and self.last_sample is not None
+        dtype = sample.dtype
+        x = sample.to(torch.result_type(sample, model_output))
+        clip = self._clip()
+        if use_corrector:
+            c_order = self.this_order
+            c = self._update(i, i - 1, [i - 1 - k for k in range(1, c_order)], corrector=True)
+            hist = [self.model_outputs[-1 - k] for k in range(c_order)]  # m0, m1, ...: the previous x0s
+            last = self.last_sample.to(x.dtype)
+            if c_order <= 2:  # conversion + UniC in one call: x' = wt x0_new + px last + w0 m0 + w1 m1
+                coeffs = self._to_x0(i, p0=c.wt, ph=(c.px, c.w0) + c.wk)
+                corrected, x0 = self._fused(x, model_output, coeffs, timestep, clip=clip, history=(last, *hist))
+            else:  # conversion, then UniC with the new x0 as the model output
+                _, x0 = self._fused(x, model_output, self._to_x0(i), timestep, clip=clip)
+                coeffs = StepCoeffs(co=1.0, px=c.px, p0=c.wt, ph=(c.w0,) + c.wk)
+                corrected, _ = self._fused(last, x0, coeffs, timestep, history=tuple(hist))
+            corrected = corrected.to(dtype)
+        else:
+            corrected, x0 = None, None
+
+        for k in range(cfg.solver_order - 1):
+            self.model_outputs[k] = self.model_outputs[k + 1]
+            self.timestep_list[k] = self.timestep_list[k + 1]
+        if cfg.lower_order_final:
+            this_order = min(cfg.solver_order, len(self.timesteps) - i)
+        else:
+            this_order = cfg.solver_order
+        self.this_order = min(this_order, self.lower_order_nums + 1)
+        assert self.this_order > 0  # the parent's check (its ladder can be shorter than the steps asked)
+        p = self._update(i + 1, i, [i - k for k in range(1, self.this_order)], corrector=False)
+        older = tuple(self.model_outputs[-1 - k] for k in range(1, self.this_order))  # m1, m2 (m0: the new x0)
+        if corrected is None:  # conversion + UniP in one call
+            coeffs = self._to_x0(i, px=p.px, p0=p.w0, ph=p.wk)
+            prev, x0 = self._fused(x, model_output, coeffs, timestep, clip=clip, history=older)
+            self.last_sample = sample
+        else:
+            coeffs = StepCoeffs(co=1.0, px=p.px, p0=p.w0, ph=p.wk)
+            prev, _ = self._fused(corrected.to(x.dtype), x0, coeffs, timestep, history=older)
+            self.last_sample = corrected
+        x0 = x0.to(dtype)
+        self.model_outputs[-1] = x0
+        self.timestep_list[-1] = timestep
+        prev = prev.to(dtype)
+        if self.lower_order_nums < cfg.solver_order:
+            self.lower_order_nums += 1
+        self._step_index += 1
+        if not return_dict:
+            return (prev,)
+        return SchedulerOutput(prev_sample=prev)
+
+
+# --------------------------------------------------------------------------------------------------
 # conversion
 
 FAST_SCHEDULERS: dict[type, type] = {
@@ -745,6 +880,7 @@ FAST_SCHEDULERS: dict[type, type] = {
         FastHeunDiscreteScheduler,
         FastFlowMatchEulerDiscreteScheduler,
         FastDPMSolverMultistepScheduler,
+        FastUniPCMultistepScheduler,
     )
 }
 

@@ -2,7 +2,7 @@
 
 Coefficient functions (pure functions of schedule values; the drop-in diffusers schedulers reuse them):
 `ddpm_coeffs`, `ddim_coeffs`, `euler_coeffs`, `euler_ancestral_coeffs`, `heun_correction_coeffs`,
-`flow_euler_coeffs`, `dpmpp_coeffs`. Samplers (plans of whole loops): `ddpm`, `ddim`, `euler`,
+`flow_euler_coeffs`, `dpmpp_coeffs`, `unipc_coeffs`. Samplers (plans of whole loops): `ddpm`, `ddim`, `euler`,
 `euler_ancestral`, `heun`, `flow_euler`, `dpmpp`, or `make_sampler(name, steps, schedule, **options)`.
 The loop: `sample(model, sampler, x_T, ...)`. k-diffusion-style functions: `fastdiff.samplers.kdiffusion`.
 
@@ -23,6 +23,7 @@ from .heun import heun, heun_correction_coeffs
 from .loop import SampleResult, sample
 from .plan import PlannedStep, Sampler, change_variables, read_ve, ve_to_vp
 from .registry import SAMPLERS, make_sampler, sampler_options
+from .unipc import unipc_coeffs
 
 __all__ = [
     "SAMPLERS",
@@ -51,5 +52,6 @@ __all__ = [
     "sample",
     "sampler_options",
     "solver_orders",
+    "unipc_coeffs",
     "ve_to_vp",
 ]
