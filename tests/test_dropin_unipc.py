@@ -13,7 +13,18 @@ from hypothesis import strategies as st
 
 diffusers = pytest.importorskip("diffusers")
 
-from test_dropin import BETAS, PTYPES, compare, fake_flow_model, fake_model, run_loop, samples, seeds, vp_spacing  # noqa: E402
+from test_dropin import (  # noqa: E402
+    BETAS,
+    PTYPES,
+    assert_loops_equal,
+    compare,
+    fake_flow_model,
+    fake_model,
+    run_loop,
+    samples,
+    seeds,
+    vp_spacing,
+)
 
 from fastdiff.integrations import diffusers as fdd  # noqa: E402
 from fastdiff.samplers.unipc import unipc_coeffs  # noqa: E402
@@ -114,3 +125,23 @@ def test_unipc_shape_mismatch_is_a_clear_error():
         s.step(torch.randn(2, 5), s.timesteps[0], torch.randn(2, 4))
     with pytest.raises(ValueError, match="set_timesteps"):
         fdd.FastUniPCMultistepScheduler().step(torch.randn(2, 4), 10, torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(prediction_type="v_prediction", use_karras_sigmas=True, thresholding=True),
+        dict(prediction_type="sample", final_sigmas_type="sigma_min", lower_order_final=False),
+        dict(prediction_type="epsilon", timestep_spacing="leading", disable_corrector=[0, 5]),
+    ],
+)
+def test_unipc_free_running_loop(order, extra):
+    """Each scheduler follows its own trajectory for 20 steps: the outputs stay within 1e-5 of the parent's."""
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    cfg = dict(solver_order=order, **extra)
+    want = run_loop(diffusers.UniPCMultistepScheduler(**cfg), 20, x_T)
+    fast = fdd.fast_scheduler(diffusers.UniPCMultistepScheduler(**cfg))
+    got = run_loop(fast, 20, x_T)
+    assert_loops_equal(got, want)
+    assert fast.last_step_stats is not None and fast.last_step_stats.step_index == 19
