@@ -253,6 +253,18 @@ class _FusedScheduler:
 
     # ---- the fused call ----------------------------------------------------------------------------
 
+    def _begin_sigma_step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> None:
+        """The Euler family's checks before a step, as the parents make them (their integer-timestep message
+        names EulerDiscreteScheduler in both classes): integer indices refused, scale_model_input warned
+        about, the step index found, shapes checked."""
+        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
+            raise ValueError(_INTEGER_TIMESTEP_ERROR.format(name="EulerDiscreteScheduler"))
+        if not self.is_scale_input_called:
+            logger.warning(_SCALE_INPUT_WARNING)
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        self._check_shapes(model_output, sample)
+
     @staticmethod
     def _check_shapes(model_output: torch.Tensor, sample: torch.Tensor) -> None:
         if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
@@ -449,13 +461,7 @@ class FastEulerDiscreteScheduler(_FusedScheduler, EulerDiscreteScheduler):
         return_dict: bool = True,
     ) -> EulerDiscreteSchedulerOutput | tuple:
         """As `EulerDiscreteScheduler.step`: x' = x_hat + (sigma' - sigma_hat) (x_hat - x0) / sigma_hat."""
-        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
-            raise ValueError(_INTEGER_TIMESTEP_ERROR.format(name="EulerDiscreteScheduler"))
-        if not self.is_scale_input_called:
-            logger.warning(_SCALE_INPUT_WARNING)
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        self._check_shapes(model_output, sample)
+        self._begin_sigma_step(model_output, timestep, sample)
         sigma, sigma_next = self._sigma(self.step_index), self._sigma(self.step_index + 1)
         gamma = churn_gamma(sigma, s_churn, len(self._host("sigmas")) - 1, s_tmin, s_tmax)
         coeffs = euler_coeffs(sigma, sigma_next, _vp_prediction(self.config.prediction_type), gamma, s_noise)
@@ -490,13 +496,7 @@ class FastEulerAncestralDiscreteScheduler(_FusedScheduler, EulerAncestralDiscret
         return_dict: bool = True,
     ) -> EulerAncestralDiscreteSchedulerOutput | tuple:
         """As `EulerAncestralDiscreteScheduler.step`: x' = x + (sigma_down - sigma) d + sigma_up z."""
-        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
-            raise ValueError(_INTEGER_TIMESTEP_ERROR.format(name="EulerDiscreteScheduler"))
-        if not self.is_scale_input_called:
-            logger.warning(_SCALE_INPUT_WARNING)
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        self._check_shapes(model_output, sample)
+        self._begin_sigma_step(model_output, timestep, sample)
         sigma, sigma_next = self._sigma(self.step_index), self._sigma(self.step_index + 1)
         coeffs = euler_ancestral_coeffs(sigma, sigma_next, self.config.prediction_type)
         noise = randn_tensor(
