@@ -58,23 +58,8 @@ class Report:
 
 
 def oracle_stats(x: torch.Tensor) -> dict:
-    v = x.detach().reshape(-1).to(F64)
-    fin = torch.isfinite(v)
-    f = v[fin]
-    n = f.numel()
-    nan = math.nan
-    mean = f.mean() if n else None
-    return {
-        "count": v.numel(),
-        "nan_count": int(torch.isnan(v).sum()),
-        "posinf_count": int((v == math.inf).sum()),
-        "neginf_count": int((v == -math.inf).sum()),
-        "zero_count": int((v == 0).sum()),
-        "min": float(f.min()) if n else nan,
-        "max": float(f.max()) if n else nan,
-        "mean": float(mean) if n else nan,
-        "std": float(((f - mean) ** 2).sum().div(n - 1).sqrt()) if n >= 2 else nan,
-    }
+    """The float64 oracle's stats (fastdiff.reference, on the host)."""
+    return reference.tensor_stats(x)
 
 
 def stats_close(got: dict, want: dict, rtol: float = 1e-6) -> tuple[bool, str]:
