@@ -201,63 +201,57 @@ def count_cases(cfg: BenchConfig) -> int:
     return (len(cfg.sizes) + len(OTHER_SAMPLERS)) * len(cfg.dtypes)
 
 
+def _time_case(providers: dict, cfg: BenchConfig, op: str, n: int, dtype: torch.dtype, n_tensors: int, reference):
+    """Check the providers agree (their first calls, which also compile torch.compile), then time them;
+    `n_tensors` tensors of n elements are what the step must move (add-out moves 3)."""
+    outputs, first_s = harness.first_calls(providers, cfg.device)
+    check({k: tuple(v.clone() for v in out) for k, out in outputs.items() if k != "add-out"}, dtype)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return harness.run_case(
+        providers,
+        bytes_moved=n_tensors * n * itemsize,
+        bytes_moved_by={"add-out": 3 * n * itemsize},
+        case={"suite": "step", "op": op, "size": n, "dtype": harness.dtype_name(dtype), "device": cfg.device},
+        repeats=cfg.repeats,
+        device=cfg.device,
+        copy_gbps=cfg.copy_gbps,
+        reference=reference,
+        first_call_fields={"torch.compile": "compile_s"},
+        first_call_s=first_s,
+    )
+
+
 def run(cfg: BenchConfig) -> list[dict]:
     """Rows of every (size, dtype, provider); see `fastdiff.bench` for the fields."""
-    device, copy_gbps = cfg.device, cfg.copy_gbps
+    device = cfg.device
     setup = ddim_setup()
     eager = make_eager(setup[2], setup[3])
     backends = ["cpp"] if torch.device(device).type == "cpu" else ["triton"]
     backends = [b for b in backends if fd.kernels.availability(b, device)[0]] or ["torch"]
     reference = f"fastdiff-{backends[0]}"
     rows = []
+
+    def inputs(n: int, dtype: torch.dtype):
+        gen = torch.Generator(device=device).manual_seed(n)
+        x = (1.3 * torch.randn(n, generator=gen, device=device)).to(dtype)
+        return x, torch.randn(n, generator=gen, device=device).to(dtype)
+
     for dtype in cfg.dtypes:
         compiled = torch.compile(eager, dynamic=False) if cfg.compile else None
         for n in cfg.sizes:
-            gen = torch.Generator(device=device).manual_seed(n)
-            x = (1.3 * torch.randn(n, generator=gen, device=device)).to(dtype)
-            eps = torch.randn(n, generator=gen, device=device).to(dtype)
+            x, eps = inputs(n, dtype)
             providers = providers_for(x, eps, backends, setup, eager, compiled)
-            outputs, first_s = harness.first_calls(providers, device)  # compiles torch.compile: timed here
-            check({k: tuple(v.clone() for v in out) for k, out in outputs.items() if k != "add-out"}, dtype)
-            case = {"suite": "step", "op": "ddim_step", "size": n, "dtype": harness.dtype_name(dtype), "device": device}
-            rows += harness.run_case(
-                providers,
-                bytes_moved=4 * n * x.element_size(),
-                bytes_moved_by={"add-out": 3 * n * x.element_size()},  # add-out moves 3 tensors, not 4
-                case=case,
-                repeats=cfg.repeats,
-                device=device,
-                copy_gbps=copy_gbps,
-                reference=reference,
-                first_call_fields={"torch.compile": "compile_s"},
-                first_call_s=first_s,
-            )
+            rows += _time_case(providers, cfg, "ddim_step", n, dtype, 4, reference)
             del x, eps, providers
             cfg.done()
     for name in OTHER_SAMPLERS:
         sampler = OtherSampler(name)
         for dtype in cfg.dtypes:
             compiled = torch.compile(sampler.eager, dynamic=False) if cfg.compile else None
-            for n in [max(cfg.sizes)]:
-                gen = torch.Generator(device=device).manual_seed(n)
-                x = (1.3 * torch.randn(n, generator=gen, device=device)).to(dtype)
-                eps = torch.randn(n, generator=gen, device=device).to(dtype)
-                providers = sampler.providers_for(x, eps, backends, compiled)
-                outputs, first_s = harness.first_calls(providers, device)  # compiles torch.compile: timed here
-                check({k: tuple(v.clone() for v in out) for k, out in outputs.items() if k != "add-out"}, dtype)
-                case = {"suite": "step", "op": sampler.op, "size": n, "dtype": harness.dtype_name(dtype)}
-                rows += harness.run_case(
-                    providers,
-                    bytes_moved=(2 + sampler.outputs) * n * x.element_size(),
-                    bytes_moved_by={"add-out": 3 * n * x.element_size()},
-                    case={**case, "device": device},
-                    repeats=cfg.repeats,
-                    device=device,
-                    copy_gbps=copy_gbps,
-                    reference=reference,
-                    first_call_fields={"torch.compile": "compile_s"},
-                    first_call_s=first_s,
-                )
-                del x, eps, providers
-                cfg.done()
+            n = max(cfg.sizes)
+            x, eps = inputs(n, dtype)
+            providers = sampler.providers_for(x, eps, backends, compiled)
+            rows += _time_case(providers, cfg, sampler.op, n, dtype, 2 + sampler.outputs, reference)
+            del x, eps, providers
+            cfg.done()
     return rows
