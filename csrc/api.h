@@ -86,6 +86,7 @@ struct StepOut {
     void tensor_stats(const std::vector<ViewDesc>& views, const std::vector<int64_t>& rows, Raw* out,        \
                       int threads);                                                                         \
     void pair_stats(const ViewDesc& a, const ViewDesc& b, int64_t rows, PairRaw* out, int threads);          \
+    void update_stats(const std::vector<ViewDesc>& w, const std::vector<ViewDesc>& s, Raw* out, int threads); \
     void fused_step(const StepArgs& args, StepOut* out, int threads);                                       \
     }
 FD_DECLARE_KERNELS(base)

@@ -637,7 +637,7 @@ void tensor_stats(const std::vector<ViewDesc>& views, const std::vector<int64_t>
         const int t = omp_get_thread_num();
         float* fb = fbuf.data() + (size_t)t * BLOCK;
         double* db = dbuf.data() + (size_t)t * BLOCK;
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (int64_t it = 0; it < plan.items; ++it) {
             const size_t vi = plan.view_of_item(it);
             const int64_t local = it - plan.item_start[vi];
@@ -654,6 +654,80 @@ void tensor_stats(const std::vector<ViewDesc>& views, const std::vector<int64_t>
             Raw acc;
             for (int64_t j = 0; j < plan.items_per_row[vi]; ++j) merge(acc, part[(size_t)(first + j)]);
             out[row] = acc;
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// parameter updates (the probe's watch, fastdiff/probe/watch.py). For each parameter w and its snapshot
+// s from the last watched step (same shape and float dtype; s contiguous and overlapping no w, checked
+// by module.cpp): the stats of w, the stats of the update dw = w - s as torch computes it (in T, rounded
+// to the storage dtype), then s = w (a bit copy); one pass over w and s instead of a subtraction, two
+// stats passes and a copy. Blocks and items are those of tensor_stats: the rows equal tensor_stats(w)
+// and tensor_stats(w - s) bit for bit.
+
+template <class T>
+static void update_item(const ViewDesc& w, const ViewDesc& s, int64_t start, int64_t len, T* wb, T* sb, T* db,
+                        Raw& rw, Raw& rd) {
+    const LoadFn<T> load = loader<T>(w.dtype);
+    const int64_t isz = ITEMSIZE[w.dtype];
+    for (int64_t f = 0; f < len; f += BLOCK) {
+        const int64_t k = std::min(BLOCK, len - f);
+        const T* p = read_block(w, load, start + f, k, wb);
+        const T* q = read_block(s, load, start + f, k, sb);
+        for (int64_t i = 0; i < k; ++i) db[i] = p[i] - q[i];
+        roundtrip(w.dtype, db, k);
+        merge(rw, block_stats(p, k));
+        merge(rd, block_stats(db, k));
+        char* to = const_cast<char*>(s.data) + (start + f) * isz;  // s is contiguous; q is read already
+        for_runs(w, start + f, k, [&](const char* from, int64_t stride, int64_t n) {
+            if (stride == 1) {
+                __builtin_memcpy(to, from, (size_t)(n * isz));
+            } else {
+                for (int64_t i = 0; i < n; ++i) __builtin_memcpy(to + i * isz, from + i * stride * isz, (size_t)isz);
+            }
+            to += n * isz;
+        });
+    }
+}
+
+// out[i]: stats of w[i]; out[P + i]: stats of w[i] - s[i] (P = w.size())
+void update_stats(const std::vector<ViewDesc>& w, const std::vector<ViewDesc>& s, Raw* out, int threads) {
+    const size_t np = w.size();
+    std::vector<int64_t> numel(np), ones(np, 1);
+    for (size_t i = 0; i < np; ++i) numel[i] = w[i].numel;
+    const RowPlan plan(numel, ones);
+    std::vector<Raw> part((size_t)(2 * plan.items));
+    const int nt = team_size(plan.elements, plan.items, threads);
+    std::vector<float> fbuf((size_t)nt * 3 * BLOCK);
+    std::vector<double> dbuf((size_t)nt * 3 * BLOCK);
+
+#pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num();
+        float* fb = fbuf.data() + (size_t)t * 3 * BLOCK;
+        double* db = dbuf.data() + (size_t)t * 3 * BLOCK;
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < plan.items; ++it) {
+            const size_t vi = plan.view_of_item(it);
+            const int64_t start = (it - plan.item_start[vi]) * ITEM;
+            const int64_t len = std::min(ITEM, plan.row_len[vi] - start);
+            Raw& rw = part[(size_t)(2 * it)];
+            Raw& rd = part[(size_t)(2 * it + 1)];
+            if (WIDE[w[vi].dtype])
+                update_item<double>(w[vi], s[vi], start, len, db, db + BLOCK, db + 2 * BLOCK, rw, rd);
+            else
+                update_item<float>(w[vi], s[vi], start, len, fb, fb + BLOCK, fb + 2 * BLOCK, rw, rd);
+        }
+#pragma omp for schedule(static)
+        for (int64_t row = 0; row < plan.rows; ++row) {
+            Raw aw, ad;
+            for (int64_t j = plan.item_start[row]; j < plan.item_start[row + 1]; ++j) {
+                merge(aw, part[(size_t)(2 * j)]);
+                merge(ad, part[(size_t)(2 * j + 1)]);
+            }
+            out[row] = aw;
+            out[(int64_t)np + row] = ad;
         }
     }
 }

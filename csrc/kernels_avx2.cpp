@@ -22,6 +22,7 @@ namespace fd {
 namespace avx2 {  // never called: module.cpp only dispatches here when avx2_compiled()
 void tensor_stats(const std::vector<ViewDesc>&, const std::vector<int64_t>&, Raw*, int) {}
 void pair_stats(const ViewDesc&, const ViewDesc&, int64_t, PairRaw*, int) {}
+void update_stats(const std::vector<ViewDesc>&, const std::vector<ViewDesc>&, Raw*, int) {}
 void fused_step(const StepArgs&, StepOut*, int) {}
 }  // namespace avx2
 }  // namespace fd

@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "api.h"
+#include "jsonl.h"
 
 namespace py = pybind11;
 
@@ -220,6 +221,68 @@ void tensor_stats(const std::vector<Spec>& specs, const std::vector<int64_t>& ro
     for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts + 5 * r, moments + 4 * r);
 }
 
+// Snapshots are written while every parameter is read: no snapshot may share a byte with a parameter or
+// another snapshot (parameters may overlap each other: they are only read). Spans sorted by start: a
+// span overlaps an earlier one iff it starts before the largest end seen so far.
+void check_snapshots_apart(const std::vector<Checked>& w, const std::vector<Checked>& s) {
+    struct Span {
+        uintptr_t lo, hi;
+        bool snapshot;
+        size_t index;
+    };
+    std::vector<Span> spans;
+    for (size_t i = 0; i < w.size(); ++i) {
+        if (w[i].v.numel == 0) continue;
+        spans.push_back({w[i].lo, w[i].hi, false, i});
+        spans.push_back({s[i].lo, s[i].hi, true, i});
+    }
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
+    uintptr_t any_hi = 0, snap_hi = 0;
+    for (const Span& x : spans) {
+        if (x.lo < (x.snapshot ? any_hi : snap_hi))
+            fail(std::string(x.snapshot ? "snapshots[" : "params[") + std::to_string(x.index) +
+                 "] overlaps a snapshot or a parameter; each snapshot needs memory of its own");
+        any_hi = std::max(any_hi, x.hi);
+        if (x.snapshot) snap_hi = std::max(snap_hi, x.hi);
+    }
+}
+
+void update_stats(const std::vector<Spec>& w_specs, const std::vector<Spec>& s_specs, const Spec& counts_spec,
+                  const Spec& moments_spec, int threads) {
+    if (w_specs.size() != s_specs.size())
+        fail(std::to_string(w_specs.size()) + " parameters but " + std::to_string(s_specs.size()) + " snapshots");
+    std::vector<Checked> w, s;
+    for (size_t i = 0; i < w_specs.size(); ++i) {
+        const std::string wn = "params[" + std::to_string(i) + "]", sn = "snapshots[" + std::to_string(i) + "]";
+        w.push_back(check_view(w_specs[i], wn));
+        s.push_back(check_view(s_specs[i], sn));
+        const int dt = w.back().v.dtype;
+        if (!is_float_dtype(dt))
+            throw py::type_error(wn + ": dtype " + DTYPE_NAMES[dt] + "; accepted: float32, float64, float16, bfloat16");
+        if (s.back().v.dtype != dt)
+            throw py::type_error(sn + ": dtype " + DTYPE_NAMES[s.back().v.dtype] + " but the parameter is " + DTYPE_NAMES[dt]);
+        if (s.back().sizes != w.back().sizes)
+            fail(sn + " has shape " + join(s.back().sizes) + " but the parameter has shape " + join(w.back().sizes));
+        if (s.back().v.numel > 0 && !s.back().v.contiguous) fail(sn + ": must be contiguous");
+    }
+    check_snapshots_apart(w, s);
+    const int64_t np = (int64_t)w.size();
+    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, 2 * np, 5);
+    double* moments = result_buffer<double>(moments_spec, "moments", F64, 2 * np, 4);
+    check_threads(threads);
+    std::vector<ViewDesc> wv, sv;
+    for (size_t i = 0; i < w.size(); ++i) {
+        wv.push_back(w[i].v);
+        sv.push_back(s[i].v);
+    }
+    std::vector<Raw> out((size_t)(2 * np));
+    {
+        py::gil_scoped_release release;
+        (g_isa == AVX2 ? avx2::update_stats : base::update_stats)(wv, sv, out.data(), threads);
+    }
+    for (int64_t r = 0; r < 2 * np; ++r) write_raw(out[(size_t)r], counts + 5 * r, moments + 4 * r);
+}
+
 void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec& out_spec, int threads) {
     const Checked a = check_view(a_spec, "a"), b = check_view(b_spec, "b");
     if (a.sizes != b.sizes) fail("b has shape " + join(b.sizes) + " but a has shape " + join(a.sizes) + "; they must match");
@@ -363,11 +426,19 @@ PYBIND11_MODULE(_cpu, m) {
           "moments float64 [R, 4].");
     m.def("pair_stats", &fd::pair_stats, py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("out"),
           py::arg("threads"), "Raw pair stats of `rows` equal rows of a and b into out float64 [rows, 6].");
+    m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshots"), py::arg("counts"),
+          py::arg("moments"), py::arg("threads"),
+          "Raw stats of each parameter (rows 0..P) and of its update params[i] - snapshots[i] (rows P..2P) into "
+          "counts int64 [2P, 5] and moments float64 [2P, 4]; then snapshots[i] = params[i].");
     m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
           py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
           py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),
           py::arg("want_stats"), py::arg("clipped"), py::arg("counts"), py::arg("moments"), py::arg("threads"),
           "The generic step (fastdiff/step.py) in one pass; clipped count and raw stats of the stored x' and x0.");
+    m.def("jsonl_rows", &fd::jsonl_rows, py::arg("kind"), py::arg("steps"), py::arg("names"), py::arg("roles"),
+          py::arg("int_fields"), py::arg("ints"), py::arg("float_fields"), py::arg("floats"),
+          "One JSONL line per row of a block of probe records (fastdiff/probe/encode.py); names and roles "
+          "JSON-encoded, ints int64 [R, I], floats float64 [R, F] (non-finite: null).");
     set_isa("auto");
     if (const char* env = std::getenv("FASTDIFF_CPU_ISA"); env && *env) {
         try {

@@ -75,6 +75,15 @@ def merge_raw(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch
     return reduce_raw(torch.stack([a[0], b[0]]), torch.stack([a[1], b[1]]), dim=0)
 
 
+def negated_raw(counts: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw stats of -x from those of x ([..., 5], [..., 4]): min/max swap sign and place, the mean flips,
+    the +-inf counts swap. 0.0 - v rather than -v keeps zeros +0.0 (the zeros of a difference are +0.0).
+    """
+    c = torch.stack([counts[..., 0], counts[..., 1], counts[..., 3], counts[..., 2], counts[..., 4]], dim=-1)
+    m = torch.stack([0.0 - moments[..., 1], 0.0 - moments[..., 0], 0.0 - moments[..., 2], moments[..., 3]], dim=-1)
+    return c, m
+
+
 def _nan_where(cond: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return torch.where(cond, value, torch.full_like(value, math.nan))
 

@@ -38,6 +38,8 @@ DTYPE_CODES = {
     torch.bool: 9,
 }
 
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
 
 def threads() -> int:
     """OpenMP threads per kernel: PyTorch's intra-op thread count."""
@@ -47,29 +49,23 @@ def threads() -> int:
 def view_spec(t: torch.Tensor) -> tuple:
     """The view spec of a CPU tensor for fastdiff._cpu; TypeError/ValueError for what C++ cannot read.
 
-    The caller keeps `t` alive for the duration of the call (the spec holds a raw pointer).
+    The caller keeps `t` alive for the duration of the call (the spec holds a raw pointer). Called once
+    per tensor per kernel (hundreds of times per watched step): only the checks C++ cannot make are here
+    (negative strides, which torch never makes, are refused by the extension).
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor; got a {type(t).__name__}")
-    if t.device.type != "cpu":
+    if not t.is_cpu:
         raise ValueError(f"the C++ backend reads CPU tensors; got a tensor on {t.device}")
     if t.layout != torch.strided:
         raise TypeError(f"the C++ backend reads dense (strided) tensors; got layout {t.layout}")
-    if t.dtype not in DTYPE_CODES:
+    code = DTYPE_CODES.get(t.dtype)
+    if code is None:
         raise TypeError(f"the C++ backend does not read {t.dtype}; accepted: {', '.join(map(str, DTYPE_CODES))}")
-    if t.is_neg() or t.is_conj():
-        raise ValueError("pass a resolved tensor (resolve_neg / resolve_conj) to the C++ backend")
-    if any(s < 0 for s in t.stride()):
-        raise ValueError(f"negative strides {t.stride()} are not supported")
+    if t.is_neg():  # real dtypes only past this point: no conjugate views
+        raise ValueError("pass a resolved tensor (resolve_neg) to the C++ backend")
     storage = t.untyped_storage()
-    return (
-        storage.data_ptr(),
-        storage.nbytes(),
-        DTYPE_CODES[t.dtype],
-        t.storage_offset(),
-        list(t.shape),
-        list(t.stride()),
-    )
+    return (storage.data_ptr(), storage.nbytes(), code, t.storage_offset(), t.shape, t.stride())
 
 
 def _readable(t: torch.Tensor) -> torch.Tensor:
@@ -113,6 +109,24 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     for i, x in enumerate(xs):
         if not _native(x):
             counts[i], moments[i] = torch_backend.tensor_stats(x, False)
+    return counts, moments
+
+
+def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w, in one
+    pass over w and s (csrc/kernels.h, update_stats); snapshots: contiguous, of the parameters' dtypes."""
+    if not all(p.dtype in FLOAT_DTYPES for p in params):
+        return torch_backend.update_stats(params, snapshots, stats=multi_tensor_stats)
+    n = len(params)
+    counts = torch.empty(2 * n, 5, dtype=torch.int64)
+    moments = torch.empty(2 * n, 4, dtype=torch.float64)
+    _cpu.update_stats(
+        [view_spec(_readable(p)) for p in params],
+        [view_spec(s) for s in snapshots],
+        view_spec(counts),
+        view_spec(moments),
+        threads(),
+    )
     return counts, moments
 
 

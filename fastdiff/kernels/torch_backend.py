@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ..stats import empty_pair_raw, empty_raw, merge_pair_raw, reduce_raw
+from ..stats import empty_pair_raw, empty_raw, merge_pair_raw, negated_raw, reduce_raw
 from .launch import StepLaunch
 
 F64 = torch.float64
@@ -101,6 +101,21 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
 def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     parts = [_raw_whole(x) for x in xs]
     return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
+
+
+def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor], stats=multi_tensor_stats):
+    """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w; for the
+    probe's watch (the C++ backend does it in one pass). The snapshots first take s - w = -(w - s)
+    exactly (IEEE subtraction is antisymmetric) in place, whose stats flip into those of w - s: no
+    allocation. `stats`: the multi_tensor_stats of the calling backend."""
+    if not params:
+        return torch.empty(0, 5, dtype=torch.int64), torch.empty(0, 4, dtype=torch.float64)
+    torch._foreach_sub_(snapshots, params)
+    counts, moments = stats(list(params) + list(snapshots))
+    n = len(params)
+    up_counts, up_moments = negated_raw(counts[n:], moments[n:])
+    torch._foreach_copy_(snapshots, params)
+    return torch.cat([counts[:n], up_counts]), torch.cat([moments[:n], up_moments])
 
 
 def _pair_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

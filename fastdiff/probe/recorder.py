@@ -123,7 +123,7 @@ class Recorder:
         self._names: dict[str, tuple[str, str | None, bool]] = {}  # name -> (kind, role, per_sample)
         self._watched: set[str] = set()
         self._watches: list[Watch] = []
-        self._backlog: dict[int, list[dict]] = {}  # records a failed sink has yet to take
+        self._backlog: dict[int, Sequence[dict]] = {}  # records a failed sink has yet to take
         if self.world == 1:  # a script that ends without close() still gets its last records written
             self._atexit = _close_at_exit(weakref.ref(self))
             atexit.register(self._atexit)
@@ -359,7 +359,8 @@ class Recorder:
         records = build_records(snapshots)
         failures = []
         for i, sink in enumerate(self.sinks):
-            pending = self._backlog.pop(i, []) + records
+            backlog = self._backlog.pop(i, None)
+            pending = [*backlog, *records] if backlog else records
             if not pending:
                 continue
             try:

@@ -8,13 +8,16 @@ are averaged (the mean loss over micro-batches / ranks). All of it is vectorised
 
 A record is a dict in the JSONL layout of API.md section 3: step, name, kind, role, then the fields
 of section 1 (`value` for scalars), non-finite numbers as None; per-sample records add
-`per_sample: {field: [...]}` and histogram-carrying ones `hist: {min, max, counts}`.
+`per_sample: {field: [...]}` and histogram-carrying ones `hist: {min, max, counts}`. A flush's
+`Records` keep them column-wise: the JSONL sink writes its text straight from the columns (most of
+a flush's cost was building and encoding dicts one at a time); other sinks get the dicts.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 from operator import itemgetter
 
 import numpy as np
@@ -22,21 +25,94 @@ import torch
 
 from ..stats import (
     COUNT_FIELDS,
+    FLOAT_FIELDS,
     PAIR_FIELDS,
-    TENSOR_FIELDS,
     PairStats,
     TensorStats,
     merge_pair_raw,
     reduce_raw,
 )
 from .buffer import PAIR_WORDS, TENSOR_WORDS, Part
+from .encode import json_string, jsonl_rows, strict_json
 
 Snapshot = tuple[list[Part], list[np.ndarray]]  # the parts of one rank and its buffers' words
 
 
+FIELDS = {"tensor": (COUNT_FIELDS, FLOAT_FIELDS), "pair": ((), PAIR_FIELDS), "scalar": ((), ("value",))}
+
+
 def _clean(values: list) -> list:
     """Strict JSON: NaN and +-Inf become None."""
-    return [v if v is None or math.isfinite(v) else None for v in values]
+    return [v if math.isfinite(v) else None for v in values]
+
+
+class Block:
+    """The records of one kind, column-wise: int fields [R, I] int64 and float fields [R, F] float64
+    (non-finite kept as they are; None in dicts, null in JSON); extras: row -> per_sample / hist."""
+
+    def __init__(self, kind: str, keys: list[tuple[int, str]], roles: list, ints: np.ndarray, floats: np.ndarray):
+        self.kind, self.keys, self.roles = kind, keys, roles
+        self.int_fields, self.float_fields = FIELDS[kind]
+        self.ints, self.floats = ints, floats
+        self.extras: dict[int, dict] = {}
+
+    def field_lists(self, ints: np.ndarray, floats: np.ndarray, start: int, stop: int) -> dict[str, list]:
+        """{field: values of rows start..stop} in field order, as Python numbers (None when not finite)."""
+        out = {f: col for f, col in zip(self.int_fields, ints[start:stop].T.tolist())}
+        out.update((f, _clean(col)) for f, col in zip(self.float_fields, floats[start:stop].T.tolist()))
+        return out
+
+    def dicts(self, rows=None) -> list[dict]:
+        """The records of `rows` (default: all) as dicts."""
+        rows = range(len(self.keys)) if rows is None else list(rows)
+        fields = self.int_fields + self.float_fields
+        values = zip(*self.ints[rows].T.tolist(), *map(_clean, self.floats[rows].T.tolist()))
+        out = []
+        for i, row in zip(rows, values):
+            step, name = self.keys[i]
+            rec = {"step": step, "name": name, "kind": self.kind, "role": self.roles[i], **dict(zip(fields, row))}
+            rec.update(self.extras.get(i, ()))
+            out.append(rec)
+        return out
+
+    def lines(self) -> list[str]:
+        """One JSONL line per record, written from the columns (the extras' records: the generic encoder)."""
+        lines = jsonl_rows(
+            self.kind,
+            np.fromiter((s for s, _ in self.keys), np.int64, len(self.keys)),
+            [json_string(n) for _, n in self.keys],
+            [json_string(r) for r in self.roles],
+            self.int_fields,
+            self.ints,
+            self.float_fields,
+            self.floats,
+        )
+        for i, rec in zip(self.extras, self.dicts(self.extras)):  # per-sample rows, histograms
+            lines[i] = strict_json(rec) + "\n"
+        return lines
+
+
+class Records(Sequence):
+    """The records of one flush in step order: dicts (the API.md section 3 layout) built on first use,
+    and the JSONL text built column-wise (`jsonl()`), which never builds them."""
+
+    def __init__(self, blocks: list[Block], order: list[tuple[int, int]]):
+        self.blocks, self.order = blocks, order
+
+    @cached_property
+    def _dicts(self) -> list[dict]:
+        per_block = [b.dicts() for b in self.blocks]
+        return [per_block[b][i] for b, i in self.order]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index):
+        return self._dicts[index]
+
+    def jsonl(self) -> str:
+        lines = [b.lines() for b in self.blocks]
+        return "".join([lines[b][i] for b, i in self.order])
 
 
 def _gather_rows(snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], width: int) -> np.ndarray:
@@ -76,17 +152,16 @@ def _tensor_merge(rows: torch.Tensor) -> torch.Tensor:  # [m, G, 9] -> [G, 9]
     return torch.cat([counts, moments.view(torch.int64)], dim=-1)
 
 
-def _tensor_fields(rows: torch.Tensor) -> dict[str, list]:
+def _tensor_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Count fields int64 [R, 5] and float fields float64 [R, 6] of raw tensor rows [R, 9]."""
     stats = TensorStats(rows[:, :5].contiguous(), rows[:, 5:].contiguous().view(torch.float64))
-    return {
-        f: getattr(stats, f).tolist() if f in COUNT_FIELDS else _clean(getattr(stats, f).tolist())
-        for f in TENSOR_FIELDS
-    }
+    floats = torch.stack([getattr(stats, f) for f in FLOAT_FIELDS], dim=1)
+    return stats.counts.numpy(), floats.numpy()
 
 
-def _pair_fields(rows: torch.Tensor) -> dict[str, list]:
+def _pair_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     stats = PairStats(rows)
-    return {f: _clean(getattr(stats, f).tolist()) for f in PAIR_FIELDS}
+    return np.empty((rows.shape[0], 0), np.int64), torch.stack([getattr(stats, f) for f in PAIR_FIELDS], dim=1).numpy()
 
 
 def _hist(part: Part, words: np.ndarray) -> dict:
@@ -96,7 +171,31 @@ def _hist(part: Part, words: np.ndarray) -> dict:
     return {"min": lo if finite else None, "max": hi if finite else None, "counts": counts}
 
 
-def build_records(snapshots: Sequence[Snapshot]) -> list[dict]:
+def _scalar_values(snapshots: Sequence[Snapshot], groups: list[list[tuple[int, Part]]]) -> np.ndarray:
+    """The value of each scalar record: the mean of its parts (host values, or words of the buffers)."""
+    parts = [rp for group in groups for rp in group]
+    values = np.empty(len(parts), np.float64)
+    on_device: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+    for j, (rank, part) in enumerate(parts):
+        if part.buffer < 0:
+            values[j] = part.value
+        else:
+            positions, offsets = on_device.setdefault((rank, part.buffer), ([], []))
+            positions.append(j)
+            offsets.append(part.offset)
+    for (rank, buffer), (positions, offsets) in on_device.items():
+        values[positions] = snapshots[rank][1][buffer].view(np.float64)[offsets]
+    if len(parts) == len(groups):
+        return values
+    means, start = np.empty(len(groups), np.float64), 0
+    for i, group in enumerate(groups):
+        vals = values[start : start + len(group)].tolist()
+        start += len(group)
+        means[i] = math.fsum(vals) / len(vals) if all(map(math.isfinite, vals)) else sum(vals) / len(vals)
+    return means
+
+
+def build_records(snapshots: Sequence[Snapshot]) -> Records:
     """Merge the parts of one or more ranks into records, ordered by step then by first appearance."""
     groups: dict[tuple[int, str], list[tuple[int, Part]]] = {}
     for rank, (parts, _) in enumerate(snapshots):
@@ -112,8 +211,12 @@ def build_records(snapshots: Sequence[Snapshot]) -> list[dict]:
             group.append((rank, part))
     keys = sorted(groups, key=itemgetter(0))  # stable: first appearance within a step
 
-    records: dict[tuple[int, str], dict] = {}
-    for kind, width, fields in (("tensor", TENSOR_WORDS, TENSOR_FIELDS), ("pair", PAIR_WORDS, PAIR_FIELDS)):
+    blocks: list[Block] = []
+    where: dict[tuple[int, str], tuple[int, int]] = {}  # key -> (block, row)
+    for kind, width, columns, merge in (
+        ("tensor", TENSOR_WORDS, _tensor_columns, _tensor_merge),
+        ("pair", PAIR_WORDS, _pair_columns, lambda r: merge_pair_raw(r, dim=0)),
+    ):
         kind_keys = [k for k in keys if groups[k][0][1].kind == kind]
         if not kind_keys:
             continue
@@ -121,39 +224,26 @@ def build_records(snapshots: Sequence[Snapshot]) -> list[dict]:
         table = _gather_rows(snapshots, parts, width)
         lengths = np.fromiter((sum(p.rows for _, p in groups[k]) for k in kind_keys), np.int64, len(kind_keys))
         starts = np.cumsum(lengths) - lengths
-        per_sample = any(groups[k][0][1].per_sample for k in kind_keys)
-        if kind == "tensor":
-            rows = torch.from_numpy(table)
-            whole = _tensor_fields(_merge_ranges(rows, starts, lengths, _tensor_merge))
-            per_row = _tensor_fields(rows) if per_sample else None
-        else:
-            rows = torch.from_numpy(table.view(np.float64))
-            whole = _pair_fields(_merge_ranges(rows, starts, lengths, lambda r: merge_pair_raw(r, dim=0)))
-            per_row = _pair_fields(rows) if per_sample else None
-        keys_out = ("step", "name", "kind", "role", *fields)
-        roles = [groups[k][0][1].role for k in kind_keys]
-        columns = zip(*zip(*kind_keys), [kind] * len(kind_keys), roles, *(whole[f] for f in fields))
-        for i, (key, values) in enumerate(zip(kind_keys, columns)):
-            rec = records[key] = dict(zip(keys_out, values))
+        rows = torch.from_numpy(table if kind == "tensor" else table.view(np.float64))
+        ints, floats = columns(_merge_ranges(rows, starts, lengths, merge))
+        block = Block(kind, kind_keys, [groups[k][0][1].role for k in kind_keys], ints, floats)
+        per_row = columns(rows) if any(groups[k][0][1].per_sample for k in kind_keys) else None
+        for i, key in enumerate(kind_keys):
+            where[key] = (len(blocks), i)
             group = groups[key]
             if group[0][1].per_sample:
                 s, e = int(starts[i]), int(starts[i] + lengths[i])
-                rec["per_sample"] = {f: per_row[f][s:e] for f in fields}
+                block.extras.setdefault(i, {})["per_sample"] = block.field_lists(*per_row, s, e)
             for rank, part in group:
                 if part.hist_offset >= 0:
-                    rec["hist"] = _hist(part, snapshots[rank][1][part.buffer])
+                    block.extras.setdefault(i, {})["hist"] = _hist(part, snapshots[rank][1][part.buffer])
                     break
+        blocks.append(block)
 
-    for key in keys:
-        if key in records:
-            continue
-        values = []
-        for rank, part in groups[key]:
-            if part.buffer < 0:
-                values.append(float(part.value))
-            else:
-                values.append(float(snapshots[rank][1][part.buffer][part.offset : part.offset + 1].view(np.float64)[0]))
-        value = math.fsum(values) / len(values) if all(map(math.isfinite, values)) else sum(values) / len(values)
-        records[key] = {"step": key[0], "name": key[1], "kind": "scalar", "role": groups[key][0][1].role}
-        records[key]["value"] = value if math.isfinite(value) else None
-    return [records[k] for k in keys]
+    scalar_keys = [k for k in keys if k not in where]
+    if scalar_keys:
+        values = _scalar_values(snapshots, [groups[k] for k in scalar_keys])
+        roles = [groups[k][0][1].role for k in scalar_keys]
+        where.update((key, (len(blocks), i)) for i, key in enumerate(scalar_keys))
+        blocks.append(Block("scalar", scalar_keys, roles, np.empty((len(values), 0), np.int64), values[:, None]))
+    return Records(blocks, [where[k] for k in keys])

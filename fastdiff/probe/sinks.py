@@ -14,12 +14,13 @@ of records (dicts, see `records.py`) in step order. TensorBoard and wandb are op
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 
 from ..stats import PAIR_FIELDS, TENSOR_FIELDS
+from .encode import strict_json
+from .records import Records
 
 
 class Sink:
@@ -33,10 +34,6 @@ class Sink:
 
     def close(self) -> None:
         pass
-
-
-# strict (NaN / Infinity raise) and compact; one encoder object, so the C encoder is set up once
-_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 class JsonlSink(Sink):
@@ -65,8 +62,10 @@ class JsonlSink(Sink):
     def write(self, records: Sequence[dict]) -> None:
         if self._file is None:
             raise RuntimeError(f"the JSONL sink {self.path!r} is not open")
-        encode = _ENCODER.encode
-        text = "".join([encode(r) + "\n" for r in records])
+        if isinstance(records, Records):  # a flush: its text is built column-wise
+            text = records.jsonl()
+        else:
+            text = "".join([strict_json(r) + "\n" for r in records])
         start = self._file.tell()
         try:
             self._file.write(text.encode("utf-8"))

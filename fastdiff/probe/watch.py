@@ -24,8 +24,6 @@ from torch import nn
 
 from ..stats import TensorStats
 
-_foreach_sub_ = getattr(torch, "_foreach_sub_", None)
-
 
 class _Snapshot:
     """The parameters of one (device, dtype) group at the last watched step, as one flat copy."""
@@ -39,45 +37,10 @@ class _Snapshot:
     def matches(self, params: list[torch.Tensor]) -> bool:
         return self.signature == [(id(p), p.shape) for p in params]
 
-    def negated_update(self, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
-        """w_prev - w = -Δw, computed in place of the snapshot (no allocation); None before the first refresh.
-
-        Exactly -Δw: IEEE subtraction is antisymmetric, fl(a - b) = -fl(b - a).
-        """
-        if not self.valid:
-            return None
-        if _foreach_sub_ is not None:
-            _foreach_sub_(self.views, params)
-        else:
-            for v, p in zip(self.views, params):
-                v.sub_(p)
-        return self.views
-
     def refresh(self, params: list[torch.Tensor]) -> None:
-        """w becomes the reference (after the stats of the update have been taken)."""
+        """w becomes the reference (the first watched step, or after a change of parameters)."""
         torch.cat([p.reshape(-1) for p in params], out=self.flat)
         self.valid = True
-
-
-def negated_raw(counts: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw stats of -x from those of x: min/max swap sign and place, the mean flips, +-inf counts swap.
-
-    0.0 - v rather than -v keeps zeros +0.0 (the zeros of a difference are +0.0).
-    """
-    c = torch.stack([counts[:, 0], counts[:, 1], counts[:, 3], counts[:, 2], counts[:, 4]], dim=1)
-    m = torch.stack([0.0 - moments[:, 1], 0.0 - moments[:, 0], 0.0 - moments[:, 2], moments[:, 3]], dim=1)
-    return c, m
-
-
-def _runs(positions: list[int]) -> list[tuple[int, int]]:
-    """[start, stop) ranges of consecutive integers in an increasing list: [0, 1, 2, 5, 6] -> [(0, 3), (5, 7)]."""
-    runs: list[list[int]] = []
-    for i in positions:
-        if runs and runs[-1][1] == i:
-            runs[-1][1] = i + 1
-        else:
-            runs.append([i, i + 1])
-    return [(a, b) for a, b in runs]
 
 
 class Watch:
@@ -95,6 +58,8 @@ class Watch:
         self.params, self.grads, self.updates = bool(params), bool(grads), bool(updates)
         self.named = [(prefix + name, p) for name, p in model.named_parameters()]
         self._param_ids = {id(p) for _, p in self.named}
+        kinds = ("param", "grad", "update", "update_ratio")
+        self._names = {kind: [f"{kind}/{n}" for n, _ in self.named] for kind in kinds}  # record names by position
         self._snapshots: dict[tuple, _Snapshot] = {}
         self._captured_step = None
         self._handles = []
@@ -162,74 +127,79 @@ class Watch:
         if self._due():
             self.capture()
 
+    def _groups(self) -> dict[torch.device, dict[torch.dtype, list[int]]]:
+        """Positions of the watched parameters by device, then dtype (as they are now: models move)."""
+        groups: dict[torch.device, dict[torch.dtype, list[int]]] = {}
+        for i, (_, p) in enumerate(self.named):
+            groups.setdefault(p.device, {}).setdefault(p.dtype, []).append(i)
+        return groups
+
     @torch.no_grad()
     def capture(self) -> None:
-        """Stats of parameters, gradients and updates: one multi_tensor_stats call per device."""
+        """Stats of parameters, gradients and updates: per device, one `update_stats` call per dtype (the
+        parameters and their updates since the last watched step, which also refreshes the snapshot)
+        and one `multi_tensor_stats` call for the gradients and any parameter without a snapshot yet."""
         rec = self.recorder
         self._captured_step = rec.current_step
-        devices: dict[torch.device, list[tuple[str, nn.Parameter]]] = {}
-        for name, p in self.named:
-            devices.setdefault(p.device, []).append((name, p))
-        used_snapshots: set = set()
-        for device, members in devices.items():
-            # rows: the parameters first (also needed for ‖w‖ when only updates are asked), grads, updates
-            with_params = self.params or self.updates
-            tensors = [p.detach() for _, p in members] if with_params else []
-            names = [f"param/{n}" for n, _ in members] if with_params else []
+        used: set = set()
+        for device, by_dtype in self._groups().items():
+            impl = rec._impl(device)
+            params, updates, ratios, fresh = [], [], [], []  # blocks of (positions, counts, moments)
+            for dtype, positions in by_dtype.items():
+                members = [self.named[i][1] for i in positions]
+                values = [p.detach() for p in members]
+                snap = self._snapshot(device, dtype, members, used) if self.updates else None
+                if snap is not None and snap.valid:
+                    counts, moments = impl.update_stats(values, snap.views)  # refreshes the snapshot
+                    n = len(positions)
+                    params.append((positions, counts[:n], moments[:n]))
+                    updates.append((positions, counts[n:], moments[n:]))
+                    norms = TensorStats(counts, moments).l2  # ‖w‖ then ‖Δw‖
+                    ratios.append((positions, norms[n:] / norms[:n]))
+                elif self.params or snap is not None:
+                    fresh.append((positions, values, snap))
+            grads = []
             if self.grads:
-                for n, p in members:
-                    g = p.grad
+                for i in (i for positions in by_dtype.values() for i in positions):
+                    g = self.named[i][1].grad
                     if g is not None and g.layout == torch.strided:
-                        tensors.append(g.detach())
-                        names.append(f"grad/{n}")
-            first_update = len(tensors)
-            snapshots, updated = self._snapshots_of(members, used_snapshots) if self.updates else ([], [])
-            tensors += [d for _, d in updated]
-            names += [f"update/{members[i][0]}" for i, _ in updated]
+                        grads.append((i, g.detach()))
+            tensors = [v for _, values, _ in fresh for v in values] + [g for _, g in grads]
             if tensors:
-                counts, moments = rec._impl(device).multi_tensor_stats(tensors)
-                if updated:  # the rows hold the stats of -Δw: flip them (a few ops on [P, 9], on the device)
-                    neg_counts, neg_moments = negated_raw(counts[first_update:], moments[first_update:])
-                    counts = torch.cat([counts[:first_update], neg_counts])
-                    moments = torch.cat([moments[:first_update], neg_moments])
-                emit = 0 if self.params else len(members) if with_params else 0
-                roles = [name.split("/", 1)[0] for name in names[emit:]]
-                rec._add_tensor_rows(names[emit:], roles, counts[emit:], moments[emit:], device)
-            for snap, params in snapshots:  # after the stats have read the updates
-                snap.refresh(params)
-            if updated:
-                stats = TensorStats(counts, moments)
-                update_l2 = stats.l2[first_update:]
-                positions = [i for i, _ in updated]
-                # ‖w‖ of the updated parameters: their param rows, gathered by slices (an index tensor
-                # would be a host-to-device copy); one slice unless some snapshots were just (re)made
-                param_l2 = torch.cat([stats.l2[start:stop] for start, stop in _runs(positions)])
-                ratio_names = [f"update_ratio/{members[i][0]}" for i in positions]
-                rec._add_scalar_rows(ratio_names, ["update"] * len(ratio_names), update_l2 / param_l2, device)
-        for key in set(self._snapshots) - used_snapshots:  # parameters moved to another device or dtype
+                counts, moments = impl.multi_tensor_stats(tensors)
+                k = 0
+                for positions, values, snap in fresh:
+                    params.append((positions, counts[k : k + len(positions)], moments[k : k + len(positions)]))
+                    k += len(positions)
+                    if snap is not None:  # after the stats have read the parameters
+                        snap.refresh(values)
+                grad_block = ([i for i, _ in grads], counts[k:], moments[k:])
+            else:
+                grad_block = ([], None, None)
+            blocks = [("param", b) for b in params] if self.params else []
+            blocks += [("grad", grad_block)] if grads else []
+            blocks += [("update", b) for b in updates]
+            if blocks:
+                names = [self._names[kind][i] for kind, (positions, _, _) in blocks for i in positions]
+                roles = [kind for kind, (positions, _, _) in blocks for _ in positions]
+                counts = torch.cat([c for _, (_, c, _) in blocks]) if len(blocks) > 1 else blocks[0][1][1]
+                moments = torch.cat([m for _, (_, _, m) in blocks]) if len(blocks) > 1 else blocks[0][1][2]
+                rec._add_tensor_rows(names, roles, counts, moments, device)
+            if ratios:
+                names = [self._names["update_ratio"][i] for positions, _ in ratios for i in positions]
+                values = torch.cat([r for _, r in ratios]) if len(ratios) > 1 else ratios[0][1]
+                rec._add_scalar_rows(names, ["update"] * len(names), values, device)
+        for key in set(self._snapshots) - used:  # parameters moved to another device or dtype
             del self._snapshots[key]
 
-    def _snapshots_of(self, members, used: set):
-        """The snapshots of these parameters (per dtype) with their current values, and (position, w_prev - w)
-        for each parameter whose snapshot is from the last watched step."""
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for i, (_, p) in enumerate(members):
-            by_dtype.setdefault(p.dtype, []).append(i)
-        snapshots, updated = [], []
-        for dtype, positions in by_dtype.items():
-            params = [members[i][1] for i in positions]
-            key = (params[0].device, dtype)
-            used.add(key)
-            snap = self._snapshots.get(key)
-            if snap is None or not snap.matches(params):
-                snap = self._snapshots[key] = _Snapshot(params)
-            values = [p.detach() for p in params]
-            snapshots.append((snap, values))
-            negated = snap.negated_update(values)
-            if negated is not None:
-                updated += list(zip(positions, negated))
-        updated.sort(key=lambda item: item[0])
-        return snapshots, updated
+    def _snapshot(self, device, dtype, params: list[nn.Parameter], used: set) -> _Snapshot:
+        """The snapshot of these parameters; a new (not yet valid) one if they changed."""
+        key = (device, dtype)
+        used.add(key)
+        snap = self._snapshots.get(key)
+        if snap is None or not snap.matches(params):
+            snap = self._snapshots[key] = _Snapshot(params)
+        return snap
 
     def remove(self) -> None:
         for h in self._handles:

@@ -20,7 +20,7 @@ import contextlib
 
 import torch
 
-from .. import triton_interpret
+from .. import torch_backend, triton_interpret
 from ..launch import StepLaunch
 from . import stats as _stats
 from . import step as _step
@@ -67,6 +67,13 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
 def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     with _guard(_check(*xs)):
         return _stats.multi_tensor_stats(xs)
+
+
+def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    if not params:
+        return torch_backend.update_stats(params, snapshots)
+    with _guard(_check(*params, *snapshots)):
+        return torch_backend.update_stats(params, snapshots, stats=_stats.multi_tensor_stats)
 
 
 def fused_step(launch: StepLaunch):

@@ -1,0 +1,164 @@
+"""`update_stats(params, snapshots)` of every backend (the probe watch's parameter and update stats).
+
+Rows 0..P must be the stats of the parameters, rows P..2P the stats of w - s as torch computes it in
+the storage dtype (the C++ backend fuses the three passes into one; the others flip the stats of s - w);
+afterwards every snapshot holds its parameter's bits and the parameters are untouched. The C++ and
+torch backends compute each row on its own, so their rows equal their multi_tensor_stats bit for bit;
+Triton's multi-tensor reduction depends on the whole list, so its rows are checked against the float64
+oracle only (as all rows are).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from backends import backend_params, examples_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracle import assert_tensor_stats
+from strategies import FLOAT_DTYPES, nonempty_shapes, shapes, tensors
+
+from fastdiff import kernels
+from fastdiff.stats import TensorStats
+
+ITEM = 1 << 16  # csrc/api.h: work items of 64K elements
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The stored bits (NaN payloads and -0.0 included)."""
+    return t.contiguous().view({8: torch.int64, 4: torch.int32, 2: torch.int16}[t.element_size()])
+
+
+def raw_equal(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    return torch.equal(a[0], b[0]) and torch.equal(a[1].nan_to_num(7.0), b[1].nan_to_num(7.0))
+
+
+def snapshot_of(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A contiguous snapshot: an older value of the parameter (a random step away, some entries equal)."""
+    old = (p.double() - torch.randn(p.shape, generator=gen, dtype=torch.float64) * 0.01).to(p.dtype)
+    keep = torch.rand(p.shape, generator=gen) < 0.3
+    return torch.where(keep, p, old).contiguous()
+
+
+def check_update_stats(backend: str, params: list[torch.Tensor], seed: int = 0) -> None:
+    impl = kernels.resolve(backend, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.cat([snapshot_of(p, gen).reshape(-1) for p in params]) if params else torch.empty(0)
+    snaps = []
+    for p in params:  # views into one flat buffer, as the watch keeps them
+        snaps.append(flat[sum(s.numel() for s in snaps) :][: p.numel()].view(p.shape))
+    before_params = [bits(p).clone() for p in params]
+    deltas = [p - s for p, s in zip(params, snaps)]  # torch's own w - s, in the storage dtype
+    want_params = impl.multi_tensor_stats(params) if params and backend != "triton" else None
+    want_updates = impl.multi_tensor_stats(deltas) if params and backend != "triton" else None
+
+    counts, moments = impl.update_stats(params, snaps)
+
+    n = len(params)
+    assert counts.shape == (2 * n, 5) and moments.shape == (2 * n, 4)
+    if n and backend != "triton":
+        assert raw_equal((counts[:n], moments[:n]), want_params)
+        assert raw_equal((counts[n:], moments[n:]), want_updates)
+    for i, (p, d) in enumerate(zip(params, deltas)):
+        assert_tensor_stats(TensorStats(counts[i], moments[i]), p)
+        assert_tensor_stats(TensorStats(counts[n + i], moments[n + i]), d)
+    for p, s, b in zip(params, snaps, before_params):
+        assert torch.equal(bits(s), bits(p)), "the snapshot must now hold the parameter"
+        assert torch.equal(bits(p), b), "the parameters must not change"
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_update_stats_of_every_dtype_and_layout(backend):
+    @settings(max_examples=examples_for(backend, 40) // (2 if backend == "triton" else 1), deadline=None)
+    @given(
+        params=st.lists(tensors(dtypes=FLOAT_DTYPES, shape=shapes), min_size=0, max_size=4).filter(
+            lambda ps: len({p.dtype for p in ps}) <= 1  # the watch groups parameters by dtype
+        ),
+        seed=st.integers(0, 2**31 - 1),
+    )
+    def run(params, seed):
+        check_update_stats(backend, params, seed)
+
+    run()
+
+
+@pytest.mark.parametrize("backend", backend_params())
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_update_stats_across_work_items(backend, dtype):
+    """Parameters longer than a work item (C++: split between threads), with NaN/Inf in the updates."""
+    gen = torch.Generator().manual_seed(3)
+    n = 2 * ITEM + 777 if backend != "triton" else 1500  # the Triton interpreter is slow
+    big = (torch.randn(n, generator=gen, dtype=torch.float64) * 100 + 1e3).to(dtype)
+    big[5] = math.inf
+    big[n - 3] = math.nan
+    small = torch.randn(3, 7, generator=gen).to(dtype).t()  # a transposed view
+    check_update_stats(backend, [big, small, torch.empty(0, dtype=dtype)], seed=4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpp_update_stats_one_and_two_threads_agree(dtype):
+    ok, why = kernels.availability("cpp", "cpu")
+    if not ok:
+        pytest.skip(why)
+    from fastdiff.kernels import cpu
+
+    gen = torch.Generator().manual_seed(9)
+    w = (torch.randn(3 * ITEM + 5, generator=gen) * 10).to(dtype)
+    s = snapshot_of(w, gen)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(cpu.update_stats([w], [s.clone()]))
+    finally:
+        torch.set_num_threads(before)
+    assert raw_equal(results[0], results[1])
+
+
+@given(shape=nonempty_shapes)
+@settings(max_examples=10, deadline=None)
+def test_cpp_update_stats_refuses_what_it_cannot_do(shape):
+    ok, why = kernels.availability("cpp", "cpu")
+    if not ok:
+        pytest.skip(why)
+    from fastdiff import _cpu
+    from fastdiff.kernels import cpu
+
+    w = torch.randn(shape)
+    spec = cpu.view_spec
+    out = (spec(torch.empty(2, 5, dtype=torch.int64)), spec(torch.empty(2, 4, dtype=torch.float64)))
+
+    def call(params, snaps):
+        _cpu.update_stats([spec(p) for p in params], [spec(s) for s in snaps], *out, 1)
+
+    with pytest.raises(ValueError, match="1 parameters but 2 snapshots"):
+        call([w], [w.clone(), w.clone()])
+    with pytest.raises(TypeError, match="dtype float64 but the parameter is float32"):
+        call([w], [w.double()])
+    with pytest.raises(ValueError, match="has shape"):
+        call([w], [torch.empty(w.numel() + 1)])
+    with pytest.raises(TypeError, match="accepted: float32"):
+        call([w.int()], [w.int()])
+    with pytest.raises(ValueError, match="overlaps"):
+        call([w], [w])  # the snapshot is the parameter itself
+    if w.numel() > 1:
+        big = torch.empty(2 * w.numel())
+        with pytest.raises(ValueError, match="contiguous"):
+            call([w], [big[::2].view(shape)])
+        flat = torch.empty(w.numel() + 1)
+        with pytest.raises(ValueError, match="overlaps"):  # a snapshot sharing memory with another
+            _cpu.update_stats(
+                [spec(w), spec(w.clone())],
+                [spec(flat[: w.numel()].view(shape)), spec(flat[1:].view(shape))],
+                spec(torch.empty(4, 5, dtype=torch.int64)),
+                spec(torch.empty(4, 4, dtype=torch.float64)),
+                1,
+            )
+    # integer parameters (never trained, but possible) go through the torch backend's way
+    ints = torch.arange(6, dtype=torch.int32)
+    snap = torch.zeros(6, dtype=torch.int32)
+    counts, _ = cpu.update_stats([ints], [snap])
+    assert counts[1, 0] == 6 and torch.equal(snap, ints)
