@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import torch
 
@@ -85,7 +86,7 @@ def negated_raw(counts: torch.Tensor, moments: torch.Tensor) -> tuple[torch.Tens
 
 
 def _nan_where(cond: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    return torch.where(cond, value, torch.full_like(value, math.nan))
+    return value.masked_fill(~cond, math.nan)
 
 
 class _Stats:
@@ -155,21 +156,25 @@ class TensorStats(_Stats):
     neginf_count = property(lambda self: self.counts[..., 3])
     zero_count = property(lambda self: self.counts[..., 4])
 
-    @property
+    @cached_property  # every float field needs it: computed once per TensorStats
     def finite_count(self) -> torch.Tensor:
         return finite_count(self.counts)
 
+    @cached_property
+    def _some_finite(self) -> torch.Tensor:
+        return self.finite_count > 0
+
     @property
     def min(self) -> torch.Tensor:
-        return _nan_where(self.finite_count > 0, self.moments[..., 0])
+        return _nan_where(self._some_finite, self.moments[..., 0])
 
     @property
     def max(self) -> torch.Tensor:
-        return _nan_where(self.finite_count > 0, self.moments[..., 1])
+        return _nan_where(self._some_finite, self.moments[..., 1])
 
     @property
     def mean(self) -> torch.Tensor:
-        return _nan_where(self.finite_count > 0, self.moments[..., 2])
+        return _nan_where(self._some_finite, self.moments[..., 2])
 
     @property
     def std(self) -> torch.Tensor:
@@ -178,7 +183,7 @@ class TensorStats(_Stats):
 
     @property
     def absmax(self) -> torch.Tensor:
-        return _nan_where(self.finite_count > 0, torch.maximum(self.moments[..., 0].abs(), self.moments[..., 1].abs()))
+        return _nan_where(self._some_finite, torch.maximum(self.moments[..., 0].abs(), self.moments[..., 1].abs()))
 
     @property
     def l2(self) -> torch.Tensor:

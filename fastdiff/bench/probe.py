@@ -266,7 +266,7 @@ def measure_overhead(
 
         parts = {}
         if components and {"probe", "naive"} <= set(variants):
-            parts = probe_components(trainers, recorders, rounds)
+            parts = probe_components(trainers, recorders, rounds, steps)
         for rec in recorders.values():
             rec.close()
         if "naive" in trainers:
@@ -407,9 +407,10 @@ class _paused:
         del self.rec._parts[self.parts :]
 
 
-def probe_components(trainers: dict, recorders: dict, rounds: int) -> dict[str, float]:
+def probe_components(trainers: dict, recorders: dict, rounds: int, steps: int = 1) -> dict[str, float]:
     """The probes' own work per step, timed alone (medians of interleaved repeats): less exposed to the
-    noise of a shared machine than the difference of two training-step times."""
+    noise of a shared machine than the difference of two training-step times. The probe flushes once
+    per `steps` steps, as in the training loop (flush_every=steps)."""
     probe, naive = trainers["probe"], trainers["naive"]
     rec, logger = recorders["probe"], naive.logger
     watch = rec._watches[0]
@@ -434,19 +435,25 @@ def probe_components(trainers: dict, recorders: dict, rounds: int) -> dict[str, 
         log.log_scalar("loss", x.sum())
 
     def probe_step():
-        logs(rec)
-        watch.capture()
-        rec._step += 1  # as step(), without its flush: flush is timed on its own below
-        rec._since_flush = 0
+        for _ in range(steps):
+            logs(rec)
+            watch.capture()
+            rec._step += 1  # as step(), without its flush: flush is timed on its own below
+            rec._since_flush = 0
 
     def naive_step():
-        logs(logger)
-        logger.watch_step(model)
-        logger.step()
+        for _ in range(steps):
+            logs(logger)
+            logger.watch_step(model)
+            logger.step()
+
+    def histc_step():
+        for _ in range(steps):
+            histc.watch_step(model)
 
     histc = HistcWatcher()
     jobs = {"probe logs + watch": probe_step, "probe flush (per step)": None, "naive": naive_step}
-    jobs["histc"] = lambda: histc.watch_step(model)
+    jobs["histc"] = histc_step
     times: dict[str, list[float]] = {k: [] for k in jobs}
     for _ in range(max(3, rounds)):
         for name, job in jobs.items():
@@ -460,7 +467,7 @@ def probe_components(trainers: dict, recorders: dict, rounds: int) -> dict[str, 
             t0 = time.perf_counter()
             job()
             sync(x.device)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append((time.perf_counter() - t0) / steps)
     out = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     out["probe total"] = out["probe logs + watch"] + out["probe flush (per step)"]
     return out
@@ -492,7 +499,7 @@ def write_results(result: dict, out_dir: str) -> None:
     lines += [
         "",
         f"naive `.item()` overhead / probe overhead: {ratio:.2f}x" if ratio else "",
-        "The probes' own work per step, timed alone (medians): "
+        f"The probes' own work per step, timed alone (medians; one flush per {result['steps_per_round']} steps): "
         + ", ".join(f"{k} {v:.1f} ms" for k, v in result["components_ms"].items())
         + (
             f" — naive / probe: {result['components_ms']['naive'] / result['components_ms']['probe total']:.1f}x"

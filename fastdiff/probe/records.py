@@ -119,6 +119,10 @@ def _gather_rows(snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], w
     """The rows of `parts`, in order, as one [sum of rows, width] int64 table (vectorised per buffer)."""
     rows = np.fromiter((p.rows for _, p in parts), dtype=np.int64, count=len(parts))
     offsets = np.fromiter((p.offset for _, p in parts), dtype=np.int64, count=len(parts))
+    places = {(rank, p.buffer) for rank, p in parts}
+    if len(places) == 1 and len(parts) == int(rows.sum()):  # one buffer, one row each: one gather
+        ((rank, buffer),) = places
+        return snapshots[rank][1][buffer][offsets[:, None] + np.arange(width)]
     first_row = np.cumsum(rows) - rows  # where each part's rows start in the table
     table = np.empty((int(rows.sum()), width), dtype=np.int64)
     by_buffer: dict[tuple[int, int], list[int]] = {}
@@ -137,6 +141,8 @@ def _gather_rows(snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], w
 
 def _merge_ranges(table: torch.Tensor, starts: np.ndarray, lengths: np.ndarray, merge) -> torch.Tensor:
     """One merged row per (start, length) range of `table` rows; ranges of one row pass through unchanged."""
+    if len(lengths) == len(table):  # every range is one row (no name twice in a step, no per-sample rows)
+        return table
     out = table[torch.from_numpy(starts)].clone() if len(starts) else table[:0].clone()
     for m in np.unique(lengths):
         if m == 1:
@@ -213,28 +219,31 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
 
     blocks: list[Block] = []
     where: dict[tuple[int, str], tuple[int, int]] = {}  # key -> (block, row)
+    first = [groups[k][0][1] for k in keys]  # each record's first part: its kind, role, per_sample
     for kind, width, columns, merge in (
         ("tensor", TENSOR_WORDS, _tensor_columns, _tensor_merge),
         ("pair", PAIR_WORDS, _pair_columns, lambda r: merge_pair_raw(r, dim=0)),
     ):
-        kind_keys = [k for k in keys if groups[k][0][1].kind == kind]
-        if not kind_keys:
+        chosen = [i for i, f in enumerate(first) if f.kind == kind]
+        if not chosen:
             continue
+        kind_keys = [keys[i] for i in chosen]
         parts = [rp for key in kind_keys for rp in groups[key]]
         table = _gather_rows(snapshots, parts, width)
-        lengths = np.fromiter((sum(p.rows for _, p in groups[k]) for k in kind_keys), np.int64, len(kind_keys))
+        part_rows = np.fromiter((p.rows for _, p in parts), np.int64, len(parts))
+        sizes = np.fromiter((len(groups[k]) for k in kind_keys), np.int64, len(kind_keys))
+        lengths = part_rows if len(parts) == len(kind_keys) else np.add.reduceat(part_rows, np.cumsum(sizes) - sizes)
         starts = np.cumsum(lengths) - lengths
         rows = torch.from_numpy(table if kind == "tensor" else table.view(np.float64))
         ints, floats = columns(_merge_ranges(rows, starts, lengths, merge))
-        block = Block(kind, kind_keys, [groups[k][0][1].role for k in kind_keys], ints, floats)
-        per_row = columns(rows) if any(groups[k][0][1].per_sample for k in kind_keys) else None
-        for i, key in enumerate(kind_keys):
-            where[key] = (len(blocks), i)
-            group = groups[key]
-            if group[0][1].per_sample:
-                s, e = int(starts[i]), int(starts[i] + lengths[i])
-                block.extras.setdefault(i, {})["per_sample"] = block.field_lists(*per_row, s, e)
-            for rank, part in group:
+        block = Block(kind, kind_keys, [first[i].role for i in chosen], ints, floats)
+        base = len(blocks)
+        where.update((key, (base, i)) for i, key in enumerate(kind_keys))
+        for i in (i for i, c in enumerate(chosen) if first[c].per_sample):  # their rows' fields only
+            s, e = int(starts[i]), int(starts[i] + lengths[i])
+            block.extras[i] = {"per_sample": block.field_lists(*columns(rows[s:e]), 0, e - s)}
+        for i, key in enumerate(kind_keys if any(p.hist_offset >= 0 for _, p in parts) else ()):
+            for rank, part in groups[key]:
                 if part.hist_offset >= 0:
                     block.extras.setdefault(i, {})["hist"] = _hist(part, snapshots[rank][1][part.buffer])
                     break
