@@ -383,6 +383,20 @@ static inline void write_block(const ViewDesc& v, StoreFn<T> store, int64_t f, i
     });
 }
 
+// The kernels work on a block in L1 for a while after reading it (two stats passes, the step's
+// arithmetic), with no load of the input streams in flight, and the hardware prefetcher falls behind.
+// At the start of each block they prefetch the block PREFETCH_BYTES further on in each contiguous
+// input (a hint: an address past the end of the data does no harm). This doubles the stats rate on
+// data that comes from DRAM.
+constexpr int64_t PREFETCH_BYTES = 16 << 10;
+
+static inline void prefetch_ahead(const ViewDesc& v, int64_t f, int64_t k) {
+    if (!v.contiguous || v.numel == 0) return;
+    const int64_t isz = ITEMSIZE[v.dtype];
+    const char* p = v.data + f * isz + PREFETCH_BYTES;
+    for (int64_t b = 0; b < k * isz; b += 64) __builtin_prefetch(p + b);
+}
+
 static inline const char* element_address(const ViewDesc& v, int64_t f) {
     const char* p = nullptr;
     for_runs(v, f, 1, [&](const char* q, int64_t, int64_t) { p = q; });
@@ -473,11 +487,6 @@ static Raw block_stats_slow(const T* p, int64_t len) {
     return r;
 }
 
-// Pass 2 reads only L1, so while it runs no load of the stream is in flight and the hardware
-// prefetcher falls behind: it prefetches PREFETCH_BYTES ahead of the block (a later block of the same
-// run; past the end of the data it is a harmless hint). Doubles the rate on data that comes from DRAM.
-constexpr int64_t PREFETCH_BYTES = 16 << 10;
-
 // Stats of len (1..BLOCK) values. Pass 1: min, max, zero count and a plain sum in T lanes; a non-finite
 // sum means the block holds NaN/Inf (or overflows) and goes to the slow path. Pass 2 (the block is in
 // L1): shifted sums s1 = sum d, s2 = sum d^2 of d = (x - m) 2^-e, with m the pass-1 mean and 2^e the
@@ -550,9 +559,7 @@ static Raw block_stats(const T* p, int64_t len) {
     const V mv = splat<V>(m), scv = splat<V>(sc);
     V q[U], r2[U];
     for (int u = 0; u < U; ++u) q[u] = r2[u] = V{};
-    const char* ahead = reinterpret_cast<const char*>(p) + PREFETCH_BYTES;
     for (int64_t g = 0; g < ng; ++g) {
-        __builtin_prefetch(ahead + g * G * sizeof(T));  // one line of a later block per line read here
         for (int u = 0; u < U; ++u) {
             const V d = (vload<V>(p + g * G + u * N) - mv) * scv;
             q[u] += d;
@@ -590,6 +597,7 @@ static Raw stats_item(const ViewDesc& v, int64_t start, int64_t len, T* buf) {
     Raw acc;
     for (int64_t f = 0; f < len; f += BLOCK) {
         const int64_t k = std::min(BLOCK, len - f);
+        prefetch_ahead(v, start + f, k);
         merge(acc, block_stats(read_block(v, load, start + f, k, buf), k));
     }
     return acc;
@@ -680,11 +688,11 @@ static void update_item(const ViewDesc& w, const ViewDesc& s, int64_t start, int
     const int64_t isz = ITEMSIZE[w.dtype];
     for (int64_t f = 0; f < len; f += BLOCK) {
         const int64_t k = std::min(BLOCK, len - f);
+        prefetch_ahead(w, start + f, k);
+        prefetch_ahead(s, start + f, k);
         const T* p = read_block(w, load, start + f, k, wb);
         const T* q = read_block(s, load, start + f, k, sb);
         for (int64_t i = 0; i < k; ++i) db[i] = p[i] - q[i];
-        for (int64_t b = 0; b < k * (int64_t)sizeof(T); b += 64)  // block_stats(p) prefetches w; this, s
-            __builtin_prefetch(reinterpret_cast<const char*>(q) + PREFETCH_BYTES + b);
         roundtrip(w.dtype, db, k);
         merge(rw, block_stats(p, k));
         merge(rd, block_stats(db, k));
@@ -913,6 +921,11 @@ static void step_item(const StepArgs& A, const StepK<T>& K, int64_t start, int64
     for (int64_t f = start; f < start + len; f += BLOCK) {
         const int64_t k = std::min(BLOCK, start + len - f);
         const int64_t nfull = k / N, rem = k % N, nvec = nfull + (rem != 0), plen = nvec * N;
+        prefetch_ahead(A.x, f, k);
+        prefetch_ahead(A.o, f, k);
+        if (A.has_u) prefetch_ahead(A.u, f, k);
+        if (HZ) prefetch_ahead(A.z, f, k);
+        for (int q = 0; q < A.num_hist; ++q) prefetch_ahead(A.h[q], f, k);
         // every read of this block's inputs happens before its first write: `out` may be `x` itself
         const T* x = read_padded(A.x, lx, f, k, plen, B.x);
         const T* o = read_padded(A.o, lo, f, k, plen, B.o);
