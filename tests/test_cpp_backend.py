@@ -152,6 +152,51 @@ def test_step_equals_torch_backend_bitwise(case):
     assert raw_equal(r_cpp.stats, fd.tensor_stats(r_cpp.prev_sample, backend="cpp"))
 
 
+STREAMED = (8 << 20) // 4 + 3 * 1024 + 13  # float32 elements past csrc/module.cpp's STREAM_BYTES, odd tail
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "alias_x", "x0_out", "misaligned", "history", "noise_dynamic", "float64"],
+)
+def test_streamed_large_outputs_equal_the_torch_backend(case, isa):
+    """Outputs of 8 MB and more are written with non-temporal stores (csrc/kernels.h, copy_out), in place
+    of `x`, unaligned, with the step's every kind of term."""
+    g = torch.Generator().manual_seed(11)
+    dtype = torch.float64 if case == "float64" else torch.float32
+    n = STREAMED if dtype == torch.float32 else STREAMED // 2 + 7
+    x = (torch.randn(4, n // 4 + 1, generator=g, dtype=torch.float64) * 2).to(dtype)
+    e = torch.randn(x.shape, generator=g, dtype=torch.float64).to(dtype)
+    e[1, 5] = math.nan
+    x[2, 7] = math.inf
+    kw = dict(clip=1.0, return_x0=True)
+    c = ddim()
+    if case == "history":
+        kw["history"] = (torch.randn(x.shape, generator=g).to(dtype),)
+        c = StepCoeffs.from_prediction("epsilon", 0.3, math.sqrt(1 - 0.09), p0=0.6, pe=0.5, ph=(0.25,))
+    if case == "noise_dynamic":
+        kw["noise"] = torch.randn(x.shape, generator=g).to(dtype)
+        kw["clip"] = DynamicThreshold(0.9, max_value=3.0)
+        c = StepCoeffs.from_prediction("epsilon", 0.3, math.sqrt(1 - 0.09), p0=0.6, pe=0.5, pn=0.1)
+    want = fd.fused_step(x, e, c, backend="torch", **kw)
+    out = x0_out = None
+    if case == "alias_x":
+        out = x.clone()
+    if case == "x0_out":
+        x0_out = torch.empty_like(x)
+    if case == "misaligned":  # one element off the allocation's alignment
+        out = torch.empty(x.numel() + 1, dtype=dtype)[1:].view(x.shape)
+    xin = out if case == "alias_x" else x
+    got = fd.fused_step(xin, e, c, backend="cpp", out=out, x0_out=x0_out, **kw)
+    assert same_bits(got.prev_sample, want.prev_sample)
+    assert same_bits(got.pred_x0, want.pred_x0)
+    assert int(got.clipped) == int(want.clipped)
+    assert raw_equal(got.stats, fd.tensor_stats(got.prev_sample, backend="cpp"))
+    assert raw_equal(got.x0_stats, fd.tensor_stats(got.pred_x0, backend="cpp"))
+    if out is not None:
+        assert got.prev_sample.data_ptr() == out.data_ptr()
+
+
 def test_step_stats_equal_a_separate_pass(isa):
     x = torch.randn(BIG) * 2
     e = torch.randn(BIG)
