@@ -1,9 +1,10 @@
 """`Recorder.watch(model)`: parameter, gradient and update stats every N steps, and optional activations.
 
-At a watched step, one `multi_tensor_stats` call per device covers every parameter, every gradient and
-every update Δw = w_now - w_prev (w_prev: a flat copy per (device, dtype), refreshed at each watched
-step), so ‖Δw‖ / ‖w‖ — the evidence for frozen weights (report 004) — costs one more read of the
-parameters. Records (role in brackets):
+At a watched step, per device: one `update_stats` call per dtype gives the stats of every parameter w
+and of its update Δw = w - w_prev since the last watched step, and refreshes w_prev (a flat copy per
+(device, dtype)); the C++ backend does all of it in one pass over w and w_prev. One `multi_tensor_stats`
+call covers the gradients. ‖Δw‖ / ‖w‖ — the evidence for frozen weights (report 004) — comes from the
+two rows' norms. Records (role in brackets):
 
     param/<name> [param]   grad/<name> [grad]   update/<name> [update]: stats of Δw since the last watched step
     update_ratio/<name> [update]: ‖Δw‖ / ‖w‖ (a scalar)      act/<module> (activations=True): module outputs
