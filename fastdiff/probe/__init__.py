@@ -2,7 +2,8 @@
 
 recorder.py   Recorder: log / log_pair / log_scalar / watch / step / flush / close
 buffer.py     the preallocated device buffer the stats land in (one host copy per flush)
-records.py    host side of a flush: exact merges (micro-batches, ranks) and derived fields
+records.py    host side of a flush: exact merges (micro-batches, ranks) and derived fields, column-wise
+encode.py     the JSONL text of a block of records (C++ csrc/jsonl.cpp, or Python)
 watch.py      parameter / gradient / update / activation hooks
 histogram.py  device-side histograms (no per-tensor sync)
 sinks.py      JSONL (default), TensorBoard, wandb
