@@ -278,6 +278,23 @@ class _FusedScheduler:
                 "they must match (a model with a learned variance returns twice the channels: split them first)"
             )
 
+    @staticmethod
+    def _noise_like(model_output: torch.Tensor, generator) -> torch.Tensor:
+        """The step's noise as the parents draw it (diffusers' randn_tensor): same generator, same noise."""
+        return randn_tensor(
+            model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
+        )
+
+    def _sigma_step(self, model_output, timestep, sample, coeffs: StepCoeffs, noise, output_cls, return_dict: bool):
+        """The Euler family's fused step from a float32 sample, back in the model output's dtype; the step
+        index advances."""
+        prev, x0 = self._fused(sample.to(torch.float32), model_output, coeffs, timestep, noise=noise)
+        prev = prev.to(model_output.dtype)
+        self._step_index += 1
+        if not return_dict:
+            return (prev, x0)
+        return output_cls(prev_sample=prev, pred_original_sample=x0)
+
     def _fused(
         self,
         x: torch.Tensor,
@@ -372,11 +389,7 @@ class FastDDPMScheduler(_FusedScheduler, DDPMScheduler):
             add_noise=add_noise,
             alpha_t=float(alpha_prod_t / alpha_prod_t_prev),  # the parent's float32 quotient (see ddpm_coeffs)
         )
-        noise = None
-        if add_noise:
-            noise = randn_tensor(
-                model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
-            )
+        noise = self._noise_like(model_output, generator) if add_noise else None
         x = sample.to(torch.result_type(sample, model_output))
         prev, x0 = self._fused(x, model_output, coeffs, t, clip=self._clip(), noise=noise)
         if not return_dict:
@@ -428,9 +441,7 @@ class FastDDIMScheduler(_FusedScheduler, DDIMScheduler):
                     " `variance_noise` stays `None`."
                 )
             if variance_noise is None:
-                variance_noise = randn_tensor(
-                    model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype
-                )
+                variance_noise = self._noise_like(model_output, generator)
             noise = variance_noise
         x = sample.to(torch.result_type(sample, model_output))
         prev, x0 = self._fused(x, model_output, coeffs, t, clip=self._clip(), noise=noise)
@@ -465,17 +476,10 @@ class FastEulerDiscreteScheduler(_FusedScheduler, EulerDiscreteScheduler):
         sigma, sigma_next = self._sigma(self.step_index), self._sigma(self.step_index + 1)
         gamma = churn_gamma(sigma, s_churn, len(self._host("sigmas")) - 1, s_tmin, s_tmax)
         coeffs = euler_coeffs(sigma, sigma_next, _vp_prediction(self.config.prediction_type), gamma, s_noise)
-        noise = None
-        if gamma > 0:
-            noise = randn_tensor(
-                model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator
-            )
-        prev, x0 = self._fused(sample.to(torch.float32), model_output, coeffs, timestep, noise=noise)
-        prev = prev.to(model_output.dtype)
-        self._step_index += 1
-        if not return_dict:
-            return (prev, x0)
-        return EulerDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+        noise = self._noise_like(model_output, generator) if gamma > 0 else None
+        return self._sigma_step(
+            model_output, timestep, sample, coeffs, noise, EulerDiscreteSchedulerOutput, return_dict
+        )
 
 
 class FastEulerAncestralDiscreteScheduler(_FusedScheduler, EulerAncestralDiscreteScheduler):
@@ -499,15 +503,10 @@ class FastEulerAncestralDiscreteScheduler(_FusedScheduler, EulerAncestralDiscret
         self._begin_sigma_step(model_output, timestep, sample)
         sigma, sigma_next = self._sigma(self.step_index), self._sigma(self.step_index + 1)
         coeffs = euler_ancestral_coeffs(sigma, sigma_next, self.config.prediction_type)
-        noise = randn_tensor(
-            model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator
+        noise = self._noise_like(model_output, generator)
+        return self._sigma_step(
+            model_output, timestep, sample, coeffs, noise, EulerAncestralDiscreteSchedulerOutput, return_dict
         )
-        prev, x0 = self._fused(sample.to(torch.float32), model_output, coeffs, timestep, noise=noise)
-        prev = prev.to(model_output.dtype)
-        self._step_index += 1
-        if not return_dict:
-            return (prev, x0)
-        return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
 
 
 class FastHeunDiscreteScheduler(_FusedScheduler, HeunDiscreteScheduler):

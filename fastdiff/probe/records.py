@@ -56,10 +56,10 @@ class Block:
         self.ints, self.floats = ints, floats
         self.extras: dict[int, dict] = {}
 
-    def field_lists(self, ints: np.ndarray, floats: np.ndarray, start: int, stop: int) -> dict[str, list]:
-        """{field: values of rows start..stop} in field order, as Python numbers (None when not finite)."""
-        out = {f: col for f, col in zip(self.int_fields, ints[start:stop].T.tolist())}
-        out.update((f, _clean(col)) for f, col in zip(self.float_fields, floats[start:stop].T.tolist()))
+    def field_lists(self, ints: np.ndarray, floats: np.ndarray) -> dict[str, list]:
+        """{field: a column of values} in field order, as Python numbers (None when not finite)."""
+        out = {f: col for f, col in zip(self.int_fields, ints.T.tolist())}
+        out.update((f, _clean(col)) for f, col in zip(self.float_fields, floats.T.tolist()))
         return out
 
     def dicts(self, rows=None) -> list[dict]:
@@ -115,9 +115,11 @@ class Records(Sequence):
         return "".join([lines[b][i] for b, i in self.order])
 
 
-def _gather_rows(snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], width: int) -> np.ndarray:
-    """The rows of `parts`, in order, as one [sum of rows, width] int64 table (vectorised per buffer)."""
-    rows = np.fromiter((p.rows for _, p in parts), dtype=np.int64, count=len(parts))
+def _gather_rows(
+    snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], rows: np.ndarray, width: int
+) -> np.ndarray:
+    """The rows of `parts` (rows[i]: how many part i has), in order, as one [sum of rows, width] int64 table
+    (vectorised per buffer)."""
     offsets = np.fromiter((p.offset for _, p in parts), dtype=np.int64, count=len(parts))
     places = {(rank, p.buffer) for rank, p in parts}
     if len(places) == 1 and len(parts) == int(rows.sum()):  # one buffer, one row each: one gather
@@ -229,8 +231,8 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
             continue
         kind_keys = [keys[i] for i in chosen]
         parts = [rp for key in kind_keys for rp in groups[key]]
-        table = _gather_rows(snapshots, parts, width)
         part_rows = np.fromiter((p.rows for _, p in parts), np.int64, len(parts))
+        table = _gather_rows(snapshots, parts, part_rows, width)
         sizes = np.fromiter((len(groups[k]) for k in kind_keys), np.int64, len(kind_keys))
         lengths = part_rows if len(parts) == len(kind_keys) else np.add.reduceat(part_rows, np.cumsum(sizes) - sizes)
         starts = np.cumsum(lengths) - lengths
@@ -241,7 +243,7 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
         where.update((key, (base, i)) for i, key in enumerate(kind_keys))
         for i in (i for i, c in enumerate(chosen) if first[c].per_sample):  # their rows' fields only
             s, e = int(starts[i]), int(starts[i] + lengths[i])
-            block.extras[i] = {"per_sample": block.field_lists(*columns(rows[s:e]), 0, e - s)}
+            block.extras[i] = {"per_sample": block.field_lists(*columns(rows[s:e]))}
         for i, key in enumerate(kind_keys if any(p.hist_offset >= 0 for _, p in parts) else ()):
             for rank, part in groups[key]:
                 if part.hist_offset >= 0:
