@@ -282,6 +282,24 @@ def test_flow_match_euler(data, x_T, seed):
     )
 
 
+def draw_multistep_sigmas(data, cfg: dict, ladders: tuple[str, ...]):
+    """The multistep schedulers' sigma configs, drawn into `cfg`: flow sigmas (one in five), or a VP beta
+    schedule with a prediction type, a spacing, maybe a ladder of `ladders` and thresholding. Returns the
+    fake model that fits."""
+    if data.draw(st.integers(0, 4)) == 0:  # the flow path
+        cfg.update(use_flow_sigmas=True, flow_shift=data.draw(st.sampled_from([1.0, 3.0])))
+        cfg["prediction_type"] = data.draw(st.sampled_from(["flow_prediction", "sample", "epsilon"]))
+        return fake_flow_model
+    cfg.update(prediction_type=data.draw(st.sampled_from(PTYPES)), **data.draw(st.sampled_from(BETAS)))
+    cfg.update(data.draw(vp_spacing()))
+    ladder = data.draw(st.sampled_from(["none", *ladders]))
+    if ladder != "none":
+        cfg["use_lu_lambdas" if ladder == "lu_lambdas" else f"use_{ladder}_sigmas"] = True
+    if data.draw(st.booleans()):
+        cfg.update(thresholding=True, sample_max_value=data.draw(st.sampled_from([1.0, 1.5])))
+    return fake_model
+
+
 @given(data=st.data(), x_T=samples, seed=seeds)
 def test_dpmsolver(data, x_T, seed):
     cfg = dict(
@@ -292,22 +310,11 @@ def test_dpmsolver(data, x_T, seed):
         euler_at_final=data.draw(st.booleans()),
         final_sigmas_type=data.draw(st.sampled_from(["zero", "sigma_min"])),
     )
-    model = fake_model
-    if data.draw(st.integers(0, 4)) == 0:  # the flow path
-        cfg.update(use_flow_sigmas=True, flow_shift=data.draw(st.sampled_from([1.0, 3.0])))
-        cfg["prediction_type"] = data.draw(st.sampled_from(["flow_prediction", "sample", "epsilon"]))
-        model = fake_flow_model
-    else:
-        p = data.draw(st.sampled_from(PTYPES))
-        cfg.update(prediction_type=p, **data.draw(st.sampled_from(BETAS)), **data.draw(vp_spacing()))
-        ladder = data.draw(st.sampled_from(["none", "karras", "exponential", "beta", "lu_lambdas"]))
-        if ladder != "none":
-            cfg[f"use_{ladder}" if ladder == "lu_lambdas" else f"use_{ladder}_sigmas"] = True
-        if data.draw(st.booleans()):
-            cfg.update(thresholding=True, sample_max_value=data.draw(st.sampled_from([1.0, 1.5])))
+    model = draw_multistep_sigmas(data, cfg, ("karras", "exponential", "beta", "lu_lambdas"))
+    if model is fake_model:
         if cfg.get("beta_schedule") == "squaredcos_cap_v2" and data.draw(st.booleans()):
             cfg["lambda_min_clipped"] = -5.1
-        if p == "v_prediction" and data.draw(st.booleans()):
+        if cfg["prediction_type"] == "v_prediction" and data.draw(st.booleans()):
             cfg["rescale_betas_zero_snr"] = True
     compare(diffusers.DPMSolverMultistepScheduler, cfg, data.draw(st.integers(1, 25)), x_T, seed, model=model)
 

@@ -14,16 +14,12 @@ from hypothesis import strategies as st
 diffusers = pytest.importorskip("diffusers")
 
 from test_dropin import (  # noqa: E402
-    BETAS,
-    PTYPES,
     assert_loops_equal,
     compare,
-    fake_flow_model,
-    fake_model,
+    draw_multistep_sigmas,
     run_loop,
     samples,
     seeds,
-    vp_spacing,
 )
 
 from fastdiff.integrations import diffusers as fdd  # noqa: E402
@@ -40,19 +36,7 @@ def test_unipc(data, x_T, seed):
     )
     if data.draw(st.booleans()):
         cfg["disable_corrector"] = data.draw(st.lists(st.integers(0, 6), max_size=3, unique=True))
-    model = fake_model
-    if data.draw(st.integers(0, 4)) == 0:  # the flow path
-        cfg.update(use_flow_sigmas=True, flow_shift=data.draw(st.sampled_from([1.0, 3.0])))
-        cfg["prediction_type"] = data.draw(st.sampled_from(["flow_prediction", "sample", "epsilon"]))
-        model = fake_flow_model
-    else:
-        cfg.update(prediction_type=data.draw(st.sampled_from(PTYPES)), **data.draw(st.sampled_from(BETAS)))
-        cfg.update(data.draw(vp_spacing()))
-        ladder = data.draw(st.sampled_from(["none", "karras", "exponential", "beta"]))
-        if ladder != "none":
-            cfg[f"use_{ladder}_sigmas"] = True
-        if data.draw(st.booleans()):
-            cfg.update(thresholding=True, sample_max_value=data.draw(st.sampled_from([1.0, 1.5])))
+    model = draw_multistep_sigmas(data, cfg, ("karras", "exponential", "beta"))
     n = data.draw(st.integers(1, 20))
     try:  # the parent's own failures: a ladder shorter than the steps asked, a singular solve at sigma = 0
         want = run_loop(diffusers.UniPCMultistepScheduler(**cfg), n, x_T, model=model)
