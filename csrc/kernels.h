@@ -385,16 +385,17 @@ static inline void write_block(const ViewDesc& v, StoreFn<T> store, int64_t f, i
 
 // The stats kernels work on a block in L1 for a while after reading it (two passes), with no load of
 // the input stream in flight, and the hardware prefetcher falls behind. At the start of each block
-// they prefetch the block PREFETCH_BYTES further on in each contiguous input (a hint: an address past
-// the end of the data does no harm). This doubles the single-thread stats rate on data that comes from
-// DRAM. (The step kernel is not helped: measured slightly slower with it, so it has none.)
+// they prefetch the block PREFETCH_BYTES further on in each contiguous input, up to its end (a list of
+// small tensors would otherwise fetch 16 KB of unrelated memory per tensor). This doubles the
+// single-thread stats rate on data that comes from DRAM. (The step kernel is not helped: measured
+// slightly slower with it, so it has none.)
 constexpr int64_t PREFETCH_BYTES = 16 << 10;
 
 static inline void prefetch_ahead(const ViewDesc& v, int64_t f, int64_t k) {
-    if (!v.contiguous || v.numel == 0) return;
+    if (!v.contiguous) return;
     const int64_t isz = ITEMSIZE[v.dtype];
-    const char* p = v.data + f * isz + PREFETCH_BYTES;
-    for (int64_t b = 0; b < k * isz; b += 64) __builtin_prefetch(p + b);
+    const int64_t from = f * isz + PREFETCH_BYTES, to = std::min((f + k) * isz + PREFETCH_BYTES, v.numel * isz);
+    for (int64_t b = from; b < to; b += 64) __builtin_prefetch(v.data + b);
 }
 
 static inline const char* element_address(const ViewDesc& v, int64_t f) {

@@ -143,6 +143,28 @@ P* result_buffer(const Spec& spec, const std::string& name, int dt, int64_t rows
     return reinterpret_cast<P*>(const_cast<char*>(c.v.data));
 }
 
+// Rows of a result: dtype `dt`, [rows, cols] with unit column stride and rows `stride` elements apart
+// (>= cols: e.g. the counts and the moments columns of the probe's 9-word record rows).
+template <class P>
+struct ResultRows {
+    P* data;
+    int64_t stride;
+    P* operator[](int64_t r) const { return data + r * stride; }
+};
+
+template <class P>
+ResultRows<P> result_rows(const Spec& spec, const std::string& name, int dt, int64_t rows, int64_t cols) {
+    const Checked c = check_view(spec, name);
+    if (c.v.dtype != dt) throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + ", expected " + DTYPE_NAMES[dt]);
+    if (c.sizes != std::vector<int64_t>{rows, cols})
+        fail(name + ": shape " + join(c.sizes) + ", expected " + join({rows, cols}));
+    const int64_t stride = rows > 1 ? c.strides[0] : cols;
+    if (c.v.numel > 0 && ((cols > 1 && c.strides[1] != 1) || stride < cols))
+        fail(name + ": strides " + join(c.strides) + "; accepted: rows at least " + std::to_string(cols) +
+             " elements apart, columns adjacent");
+    return {reinterpret_cast<P*>(const_cast<char*>(c.v.data)), stride};
+}
+
 // Outputs of at least this many bytes are written with non-temporal stores: beyond the size of a
 // typical last-level cache share they could not stay cached next to the step's inputs anyway, and a
 // normal store first reads every line it writes. (The cache size the OS reports is unreliable in VMs.)
@@ -210,15 +232,15 @@ void tensor_stats(const std::vector<Spec>& specs, const std::vector<int64_t>& ro
             fail(name + ": " + std::to_string(n) + " elements cannot be cut into " + std::to_string(r) + " equal rows");
         total += r;
     }
-    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, total, 5);
-    double* moments = result_buffer<double>(moments_spec, "moments", F64, total, 4);
+    const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, total, 5);
+    const auto moments = result_rows<double>(moments_spec, "moments", F64, total, 4);
     check_threads(threads);
     std::vector<Raw> out((size_t)total);
     {
         py::gil_scoped_release release;
         (g_isa == AVX2 ? avx2::tensor_stats : base::tensor_stats)(views, rows, out.data(), threads);
     }
-    for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts + 5 * r, moments + 4 * r);
+    for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts[r], moments[r]);
 }
 
 // Snapshots are written while every parameter is read: no snapshot may share a byte with a parameter or
@@ -267,8 +289,8 @@ void update_stats(const std::vector<Spec>& w_specs, const std::vector<Spec>& s_s
     }
     check_snapshots_apart(w, s);
     const int64_t np = (int64_t)w.size();
-    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, 2 * np, 5);
-    double* moments = result_buffer<double>(moments_spec, "moments", F64, 2 * np, 4);
+    const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, 2 * np, 5);
+    const auto moments = result_rows<double>(moments_spec, "moments", F64, 2 * np, 4);
     check_threads(threads);
     std::vector<ViewDesc> wv, sv;
     for (size_t i = 0; i < w.size(); ++i) {
@@ -280,7 +302,7 @@ void update_stats(const std::vector<Spec>& w_specs, const std::vector<Spec>& s_s
         py::gil_scoped_release release;
         (g_isa == AVX2 ? avx2::update_stats : base::update_stats)(wv, sv, out.data(), threads);
     }
-    for (int64_t r = 0; r < 2 * np; ++r) write_raw(out[(size_t)r], counts + 5 * r, moments + 4 * r);
+    for (int64_t r = 0; r < 2 * np; ++r) write_raw(out[(size_t)r], counts[r], moments[r]);
 }
 
 void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec& out_spec, int threads) {
@@ -423,13 +445,13 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("tensor_stats", &fd::tensor_stats, py::arg("views"), py::arg("rows"), py::arg("counts"), py::arg("moments"),
           py::arg("threads"),
           "Raw stats of each of `rows[i]` equal consecutive rows of each view into counts int64 [R, 5] and "
-          "moments float64 [R, 4].");
+          "moments float64 [R, 4] (rows of each may be further apart: e.g. columns of one [R, 9] table).");
     m.def("pair_stats", &fd::pair_stats, py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("out"),
           py::arg("threads"), "Raw pair stats of `rows` equal rows of a and b into out float64 [rows, 6].");
     m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshots"), py::arg("counts"),
           py::arg("moments"), py::arg("threads"),
           "Raw stats of each parameter (rows 0..P) and of its update params[i] - snapshots[i] (rows P..2P) into "
-          "counts int64 [2P, 5] and moments float64 [2P, 4]; then snapshots[i] = params[i].");
+          "counts int64 [2P, 5] and moments float64 [2P, 4] (as in tensor_stats); then snapshots[i] = params[i].");
     m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
           py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
           py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),

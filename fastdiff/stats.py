@@ -14,6 +14,10 @@ catastrophically on data far from zero):
 
     n = sum n_i,   mean = sum n_i mean_i / n,   m2 = sum m2_i + sum n_i (mean_i - mean)^2
 
+Stored together (the probe's record buffer, the C++ kernels' outputs), a tensor's raw accumulators are
+one *raw row* of RAW_WORDS = 9 int64 words: the 5 counts, then the 4 moments' float64 bits
+(`split_raw_rows`).
+
 Pair stats keep  n, sum a b, sum a^2, sum b^2, sum (a - b)^2, max |a - b|  (float64 [..., 6]): sums and a
 max merge by adding and taking the max.
 
@@ -35,6 +39,14 @@ FLOAT_FIELDS = ("min", "max", "mean", "std", "absmax", "l2")
 TENSOR_FIELDS = COUNT_FIELDS + FLOAT_FIELDS
 PAIR_RAW_FIELDS = ("n", "dot", "sum_a2", "sum_b2", "sum_d2", "max_abs_diff")
 PAIR_FIELDS = ("cos", "norm_ratio", "mse", "max_abs_diff")
+
+
+RAW_WORDS = 9  # a raw row: 5 counts, then the 4 moments as float64 bits
+
+
+def split_raw_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts [..., 5], moments [..., 4]) views of raw rows int64 [..., 9] (no copy)."""
+    return rows[..., :5], rows.view(torch.float64)[..., 5:]
 
 
 def empty_raw(shape=(), device=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -479,9 +479,15 @@ def test_bad_result_buffers_and_rows_raise():
         _cpu.tensor_stats([good], [2], cpu.view_spec(counts), cpu.view_spec(moments), 1)
     with pytest.raises(TypeError, match="expected int64"):
         _cpu.tensor_stats([good], [1], cpu.view_spec(moments[:, :4].float().expand(1, 4)), cpu.view_spec(moments), 1)
-    with pytest.raises(ValueError, match="contiguous"):
+    # result rows may lie apart (columns of one [R, 9] raw-row table); columns must be adjacent, rows apart
+    with pytest.raises(ValueError, match="columns adjacent"):
         _cpu.tensor_stats(
             [good], [1], cpu.view_spec(torch.empty(1, 10, dtype=torch.int64)[:, ::2]), cpu.view_spec(moments), 1
+        )
+    two = torch.empty(2, 5, dtype=torch.int64)
+    with pytest.raises(ValueError, match="rows at least 5 elements apart"):
+        _cpu.tensor_stats(
+            [good], [2], cpu.view_spec(two.view(-1)[:8].as_strided((2, 5), (3, 1))), cpu.view_spec(moments), 1
         )
     with pytest.raises(ValueError, match="threads"):
         _cpu.tensor_stats([good], [1], cpu.view_spec(counts), cpu.view_spec(moments), 0)

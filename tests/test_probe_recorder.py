@@ -42,8 +42,13 @@ def test_records_equal_the_stats_ops(tmp_path, backend):
         rec.log_scalar("lr", 1e-4)
         rec.step()
         rec.log_scalar("loss", torch.tensor([math.nan]))
+        rec.log("u16", (torch.arange(7) * 9000).to(torch.uint16))  # a dtype the C++ extension does not read
     got = {(r["step"], r["name"]): r for r in lines(path)}
-    assert list(got) == [(0, "x_t"), (0, "x"), (0, "v_pred~v_tgt"), (0, "per"), (0, "loss"), (0, "lr"), (1, "loss")]
+    assert list(got) == [
+        (0, "x_t"), (0, "x"), (0, "v_pred~v_tgt"), (0, "per"), (0, "loss"), (0, "lr"), (1, "loss"), (1, "u16")
+    ]  # fmt: skip
+    u16 = as_json(fd.tensor_stats((torch.arange(7) * 9000).to(torch.uint16), backend="torch").to_dict())
+    assert got[1, "u16"] == {"step": 1, "name": "u16", "kind": "tensor", "role": None, **u16}
 
     want = as_json(fd.tensor_stats(x, backend=backend).to_dict())
     assert got[0, "x_t"] == {"step": 0, "name": "x_t", "kind": "tensor", "role": "x_t", **want}
@@ -236,6 +241,23 @@ def test_log_calls_never_read_the_host(tmp_path, monkeypatch, backend):
     names = {r["name"] for r in lines(tmp_path / "run.jsonl")}
     assert {"x", "p", "loss", "param/0.weight", "grad/0.weight", "update/0.weight", "update_ratio/0.weight"} <= names
     assert {"act/0", "act/1", "act/2"} <= names
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_logging_builds_no_autograd_graph(tmp_path, backend):
+    # the log calls run without a no_grad context: their inputs are detached first
+    w = torch.randn(3, 5, requires_grad=True)
+    y = w * 2
+    rec = fd.Recorder(tmp_path / "run.jsonl", backend=backend, histogram_bins=4)
+    rec.log("y", y)
+    rec.log("y_rows", y, per_sample=True)
+    rec.log_pair("p", y, w)
+    rec.log_scalar("loss", y.sum())
+    assert not any(b.words.requires_grad or b.words.grad_fn is not None for b in rec._buffers)
+    y.sum().backward()
+    assert torch.equal(w.grad, torch.full_like(w, 2.0))  # logging did not touch the graph
+    rec.close()
+    assert {r["name"] for r in lines(tmp_path / "run.jsonl")} == {"y", "y_rows", "p", "loss"}
 
 
 @pytest.mark.gpu

@@ -1,14 +1,18 @@
 """Backend registry: which kernels exist on this machine and which one runs for a given tensor.
 
-Each backend module implements the same four functions over already-validated inputs:
+Each backend module implements the same five functions over already-validated inputs:
 
     tensor_stats(x, per_sample: bool) -> (counts int64 [..., 5], moments float64 [..., 4])
     pair_stats(a, b, per_sample: bool) -> float64 [..., 6]
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
+    update_stats(params, snapshots) -> (counts [2P, 5], moments [2P, 4]): params, then params - snapshots;
+        then snapshots = params (the probe's watch)
     fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
 
 (raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`
-and `philox_normal(shape, seed, offset, dtype=, device=)` for a backend that draws `PhiloxNoise` in its kernel.
+and `philox_normal(shape, seed, offset, dtype=, device=)` for a backend that draws `PhiloxNoise` in its kernel;
+`tensor_stats_into(x, per_sample, out)`, which writes the raw rows (int64 [R, 9]) straight into `out` (the
+probe's record buffer: no intermediate tensors on a path taken ~20 times per training step).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import math
 import torch
 
 from .. import _cpu
+from ..stats import RAW_WORDS, split_raw_rows
 from . import torch_backend
 from .launch import StepLaunch
 
@@ -80,31 +81,43 @@ def _native(t: torch.Tensor) -> bool:
 # stats
 
 
-def _raw_rows(xs: list[torch.Tensor], rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw stats of rows[i] equal consecutive rows of each xs[i]: counts [R, 5], moments [R, 4]."""
-    total = sum(rows)
-    counts = torch.empty(total, 5, dtype=torch.int64)
-    moments = torch.empty(total, 4, dtype=torch.float64)
+def _raw_rows(xs: list[torch.Tensor], rows: list[int], out: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw stats of rows[i] equal consecutive rows of each xs[i] as raw rows int64 [R, 9] (fastdiff.stats),
+    written into `out` when given."""
+    table = torch.empty(sum(rows), RAW_WORDS, dtype=torch.int64) if out is None else out
+    counts, moments = split_raw_rows(table)
     _cpu.tensor_stats([view_spec(x) for x in xs], rows, view_spec(counts), view_spec(moments), threads())
-    return counts, moments
+    return table
 
 
 def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if not _native(x):  # e.g. uint16 or float8: the torch backend reads them as float64
         return torch_backend.tensor_stats(x, per_sample)
     x = _readable(x)
-    if per_sample:
-        return _raw_rows([x], [x.shape[0]])
-    counts, moments = _raw_rows([x], [1])
-    return counts[0], moments[0]
+    counts, moments = split_raw_rows(_raw_rows([x], [x.shape[0]] if per_sample else [1]))
+    return (counts, moments) if per_sample else (counts[0], moments[0])
+
+
+def tensor_stats_into(x: torch.Tensor, per_sample: bool, out: torch.Tensor) -> None:
+    """tensor_stats written straight into raw rows `out` (int64 [R, 9], e.g. the probe's record buffer)."""
+    if not _native(x):
+        counts, moments = split_raw_rows(out)
+        c, m = torch_backend.tensor_stats(x, per_sample)
+        counts.copy_(c.reshape(counts.shape))
+        moments.copy_(m.reshape(moments.shape))
+        return
+    x = _readable(x)
+    _raw_rows([x], [x.shape[0]] if per_sample else [1], out)
 
 
 def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    if all(map(_native, xs)):
+        return split_raw_rows(_raw_rows([_readable(x) for x in xs], [1] * len(xs)))
     native = [i for i, x in enumerate(xs) if _native(x)]
     counts = torch.empty(len(xs), 5, dtype=torch.int64)
     moments = torch.empty(len(xs), 4, dtype=torch.float64)
     if native:
-        c, m = _raw_rows([_readable(xs[i]) for i in native], [1] * len(native))
+        c, m = split_raw_rows(_raw_rows([_readable(xs[i]) for i in native], [1] * len(native)))
         counts[native], moments[native] = c, m
     for i, x in enumerate(xs):
         if not _native(x):
@@ -117,9 +130,8 @@ def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor]) -> t
     pass over w and s (csrc/kernels.h, update_stats); snapshots: contiguous, of the parameters' dtypes."""
     if not all(p.dtype in FLOAT_DTYPES for p in params):
         return torch_backend.update_stats(params, snapshots, stats=multi_tensor_stats)
-    n = len(params)
-    counts = torch.empty(2 * n, 5, dtype=torch.int64)
-    moments = torch.empty(2 * n, 4, dtype=torch.float64)
+    table = torch.empty(2 * len(params), RAW_WORDS, dtype=torch.int64)
+    counts, moments = split_raw_rows(table)
     _cpu.update_stats(
         [view_spec(_readable(p)) for p in params],
         [view_spec(s) for s in snapshots],

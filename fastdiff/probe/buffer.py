@@ -19,24 +19,29 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-TENSOR_WORDS = 9
+from ..stats import RAW_WORDS as TENSOR_WORDS
+from ..stats import split_raw_rows
+
 PAIR_WORDS = 6
 
 
 class Part(NamedTuple):
-    """Where one logged record lives until the flush (host-side metadata only)."""
+    """Where logged records live until the flush (host-side metadata only): one `log*` call, or a run of
+    whole-tensor (or scalar) records from one watch call whose rows follow each other every `width`
+    words — one object for hundreds of records, expanded with numpy at the flush (records.py)."""
 
     step: int
-    name: str
+    names: list[str]
     kind: str  # "tensor" | "pair" | "scalar"
-    role: str | None
+    roles: list  # str | None, one per name
     buffer: int  # index of the device buffer; -1 for a host value
-    offset: int  # first word in that buffer
-    rows: int  # 1, or the batch size of a per-sample record
-    per_sample: bool
-    hist_offset: int = -1  # first word of the histogram counts, -1 when none
+    offset: int  # first word of the first record in that buffer
+    rows: int = 1  # rows of each record: 1, or the batch size of a per-sample record (a single name)
+    per_sample: bool = False
+    hist_offset: int = -1  # first word of the histogram counts, -1 when none (a single name)
     bins: int = 0
-    value: float | None = None  # a Python scalar logged with log_scalar
+    value: float = 0.0  # a Python scalar logged with log_scalar (buffer -1)
+    width: int = 0  # words from one record's rows to the next one's (a run)
 
 
 class DeviceBuffer:
@@ -59,12 +64,33 @@ class DeviceBuffer:
         self.used = end
         return start
 
+    def rows(self, offset: int, rows: int, width: int = TENSOR_WORDS) -> torch.Tensor:
+        """The words [offset, offset + rows * width) as an int64 [rows, width] view."""
+        return self.words[offset : offset + rows * width].view(rows, width)
+
     def put_tensor_rows(self, counts: torch.Tensor, moments: torch.Tensor) -> int:
         """Raw tensor stats ([..., 5] int64, [..., 4] float64) as rows of 9 words; one device op."""
         rows = counts.numel() // 5
         off = self.reserve(rows * TENSOR_WORDS)
-        out = self.words[off : off + rows * TENSOR_WORDS].view(rows, TENSOR_WORDS)
-        torch.cat([counts.reshape(rows, 5), moments.reshape(rows, 4).view(torch.int64)], dim=1, out=out)
+        c, m = split_raw_rows(self.rows(off, rows))
+        c.copy_(counts.reshape(rows, 5))
+        m.copy_(moments.reshape(rows, 4))
+        return off
+
+    def put_stats(self, impl, x: torch.Tensor, per_sample: bool) -> int:
+        """The raw stats of x (one row, or one per index of dim 0) by backend `impl`, in fresh rows: straight
+        into the buffer when the backend can (`tensor_stats_into`, no intermediate tensors)."""
+        rows = x.shape[0] if per_sample else 1
+        off = self.reserve(rows * TENSOR_WORDS)
+        table = self.rows(off, rows)
+        into = getattr(impl, "tensor_stats_into", None)
+        if into is not None:
+            into(x, per_sample, table)
+        else:
+            counts, moments = impl.tensor_stats(x, per_sample)
+            c, m = split_raw_rows(table)
+            c.copy_(counts.reshape(rows, 5))
+            m.copy_(moments.reshape(rows, 4))
         return off
 
     def put_floats(self, values: torch.Tensor) -> int:

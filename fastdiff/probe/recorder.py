@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import kernels
 from ..ops import _check_same, check_stats_input
+from ..stats import split_raw_rows
 from .buffer import TENSOR_WORDS, DeviceBuffer, Part
 from .distributed import gather_to_rank0, rank_and_world
 from .histogram import device_histogram
@@ -27,8 +28,6 @@ from .records import build_records
 from .roles import check_role, default_role
 from .sinks import JsonlSink, Sink
 from .watch import Watch
-
-KINDS = ("tensor", "pair", "scalar")
 
 
 def _positive_int(name: str, value, *, allow_zero: bool = False) -> int:
@@ -196,9 +195,9 @@ class Recorder:
         return index, self._buffers[index]
 
     # ----------------------------------------------------------------------------------------------
-    # logging: no host sync anywhere below
+    # logging: no host sync anywhere below; inputs are detached first (check_stats_input), so no
+    # autograd graph is built without the cost of a no_grad context on every call
 
-    @torch.no_grad()
     def log(self, name: str, tensor: torch.Tensor, role: str | None = None, per_sample: bool = False, every=None):
         """Stats of `tensor` (API.md section 1 fields); `per_sample=True` adds one row per index of dim 0.
 
@@ -212,18 +211,19 @@ class Recorder:
         if per_sample and x.dim() == 0:
             raise ValueError(f"per_sample=True needs a tensor with a batch dimension; {name!r} is 0-d")
         role = self._register(name, "tensor", role, per_sample)
-        counts, moments = self._impl(x.device).tensor_stats(x, per_sample)
         index, buf = self._buffer(x.device)
-        offset = buf.put_tensor_rows(counts, moments)
+        offset = buf.put_stats(self._impl(x.device), x, per_sample)
         hist_offset = -1
         if self.histogram_bins and not per_sample:
+            moments = split_raw_rows(buf.rows(offset, 1))[1][0]
             hist_offset = buf.put_words(device_histogram(x, moments, self.histogram_bins))
         rows = x.shape[0] if per_sample else 1
         self._parts.append(
-            Part(self._step, name, "tensor", role, index, offset, rows, per_sample, hist_offset, self.histogram_bins)
+            Part(
+                self._step, [name], "tensor", [role], index, offset, rows, per_sample, hist_offset, self.histogram_bins
+            )
         )
 
-    @torch.no_grad()
     def log_pair(
         self, name: str, a: torch.Tensor, b: torch.Tensor, role: str | None = None, per_sample: bool = False, every=None
     ):
@@ -241,11 +241,9 @@ class Recorder:
         raw = self._impl(a.device).pair_stats(a, b, per_sample)
         index, buf = self._buffer(a.device)
         offset = buf.put_floats(raw)
-        self._parts.append(
-            Part(self._step, name, "pair", role, index, offset, a.shape[0] if per_sample else 1, per_sample)
-        )
+        rows = a.shape[0] if per_sample else 1
+        self._parts.append(Part(self._step, [name], "pair", [role], index, offset, rows, per_sample))
 
-    @torch.no_grad()
     def log_scalar(self, name: str, value, role: str | None = None, every=None):
         """A Python number or a one-element tensor (e.g. the loss), kept on its device: no host sync."""
         self._check_open()
@@ -259,11 +257,11 @@ class Recorder:
                 )
             role = self._register(name, "scalar", role)
             index, buf = self._buffer(t.device)
-            self._parts.append(Part(self._step, name, "scalar", role, index, buf.put_floats(t), 1, False))
+            self._parts.append(Part(self._step, [name], "scalar", [role], index, buf.put_floats(t)))
             return
         if isinstance(value, numbers.Real):
             role = self._register(name, "scalar", role)
-            self._parts.append(Part(self._step, name, "scalar", role, -1, 0, 1, False, value=float(value)))
+            self._parts.append(Part(self._step, [name], "scalar", [role], -1, 0, value=float(value)))
             return
         raise TypeError(f"log_scalar needs a float or a one-element tensor; {name!r} got a {type(value).__name__}")
 
@@ -271,19 +269,11 @@ class Recorder:
         """A block of whole-tensor records (multi_tensor_stats rows) in one device copy."""
         index, buf = self._buffer(device)
         offset = buf.put_tensor_rows(counts, moments)
-        step = self._step
-        self._parts.extend(
-            Part(step, n, "tensor", r, index, offset + i * TENSOR_WORDS, 1, False)
-            for i, (n, r) in enumerate(zip(names, roles))
-        )
+        self._parts.append(Part(self._step, names, "tensor", roles, index, offset, width=TENSOR_WORDS))
 
     def _add_scalar_rows(self, names, roles, values: torch.Tensor, device) -> None:
         index, buf = self._buffer(device)
-        offset = buf.put_floats(values)
-        step = self._step
-        self._parts.extend(
-            Part(step, n, "scalar", r, index, offset + i, 1, False) for i, (n, r) in enumerate(zip(names, roles))
-        )
+        self._parts.append(Part(self._step, names, "scalar", roles, index, buf.put_floats(values), width=1))
 
     def watch(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import cached_property
+from itertools import chain
 from operator import itemgetter
 
 import numpy as np
@@ -38,6 +39,8 @@ from .encode import json_string, jsonl_rows, strict_json
 Snapshot = tuple[list[Part], list[np.ndarray]]  # the parts of one rank and its buffers' words
 
 
+KINDS = ("tensor", "pair", "scalar")
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 FIELDS = {"tensor": (COUNT_FIELDS, FLOAT_FIELDS), "pair": ((), PAIR_FIELDS), "scalar": ((), ("value",))}
 
 
@@ -50,8 +53,10 @@ class Block:
     """The records of one kind, column-wise: int fields [R, I] int64 and float fields [R, F] float64
     (non-finite kept as they are; None in dicts, null in JSON); extras: row -> per_sample / hist."""
 
-    def __init__(self, kind: str, keys: list[tuple[int, str]], roles: list, ints: np.ndarray, floats: np.ndarray):
-        self.kind, self.keys, self.roles = kind, keys, roles
+    def __init__(
+        self, kind: str, steps: np.ndarray, names: list[str], roles: list, ints: np.ndarray, floats: np.ndarray
+    ):
+        self.kind, self.steps, self.names, self.roles = kind, steps, names, roles
         self.int_fields, self.float_fields = FIELDS[kind]
         self.ints, self.floats = ints, floats
         self.extras: dict[int, dict] = {}
@@ -64,13 +69,19 @@ class Block:
 
     def dicts(self, rows=None) -> list[dict]:
         """The records of `rows` (default: all) as dicts."""
-        rows = range(len(self.keys)) if rows is None else list(rows)
+        rows = range(len(self.names)) if rows is None else list(rows)
         fields = self.int_fields + self.float_fields
         values = zip(*self.ints[rows].T.tolist(), *map(_clean, self.floats[rows].T.tolist()))
         out = []
+        steps = self.steps.tolist()
         for i, row in zip(rows, values):
-            step, name = self.keys[i]
-            rec = {"step": step, "name": name, "kind": self.kind, "role": self.roles[i], **dict(zip(fields, row))}
+            rec = {
+                "step": steps[i],
+                "name": self.names[i],
+                "kind": self.kind,
+                "role": self.roles[i],
+                **dict(zip(fields, row)),
+            }
             rec.update(self.extras.get(i, ()))
             out.append(rec)
         return out
@@ -79,8 +90,8 @@ class Block:
         """One JSONL line per record, written from the columns (the extras' records: the generic encoder)."""
         lines = jsonl_rows(
             self.kind,
-            np.fromiter((s for s, _ in self.keys), np.int64, len(self.keys)),
-            [json_string(n) for _, n in self.keys],
+            self.steps,
+            [json_string(n) for n in self.names],
             [json_string(r) for r in self.roles],
             self.int_fields,
             self.ints,
@@ -115,29 +126,29 @@ class Records(Sequence):
         return "".join([lines[b][i] for b, i in self.order])
 
 
+def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The ranges [starts[i], starts[i] + lengths[i]) concatenated, as one index array."""
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+
+
 def _gather_rows(
-    snapshots: Sequence[Snapshot], parts: list[tuple[int, Part]], rows: np.ndarray, width: int
-) -> np.ndarray:
-    """The rows of `parts` (rows[i]: how many part i has), in order, as one [sum of rows, width] int64 table
-    (vectorised per buffer)."""
-    offsets = np.fromiter((p.offset for _, p in parts), dtype=np.int64, count=len(parts))
-    places = {(rank, p.buffer) for rank, p in parts}
-    if len(places) == 1 and len(parts) == int(rows.sum()):  # one buffer, one row each: one gather
-        ((rank, buffer),) = places
-        return snapshots[rank][1][buffer][offsets[:, None] + np.arange(width)]
+    words: Sequence[list[np.ndarray]], rank: np.ndarray, buffer: np.ndarray, offset: np.ndarray, rows: np.ndarray,
+    width: int,
+) -> np.ndarray:  # fmt: skip
+    """The rows of some parts (rows[i] rows of `width` words from word offset[i] of buffer[i] of rank[i]),
+    in order, as one [sum of rows, width] int64 table (vectorised per buffer)."""
+    places = sorted(set(zip(rank.tolist(), buffer.tolist())))
+    if len(places) == 1 and len(rows) == int(rows.sum()):  # one buffer, one row each: one gather
+        ((r, b),) = places
+        return words[r][b][offset[:, None] + np.arange(width)]
     first_row = np.cumsum(rows) - rows  # where each part's rows start in the table
     table = np.empty((int(rows.sum()), width), dtype=np.int64)
-    by_buffer: dict[tuple[int, int], list[int]] = {}
-    for i, (rank, part) in enumerate(parts):
-        by_buffer.setdefault((rank, part.buffer), []).append(i)
-    for (rank, buffer), index in by_buffer.items():
-        sel = np.asarray(index)
+    for r, b in places:
+        sel = np.nonzero((rank == r) & (buffer == b))[0]
         n = rows[sel]
         within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # row number inside its part
-        word_start = np.repeat(offsets[sel], n) + width * within
-        table[np.repeat(first_row[sel], n) + within] = snapshots[rank][1][buffer][
-            word_start[:, None] + np.arange(width)
-        ]
+        word_start = np.repeat(offset[sel], n) + width * within
+        table[np.repeat(first_row[sel], n) + within] = words[r][b][word_start[:, None] + np.arange(width)]
     return table
 
 
@@ -172,89 +183,132 @@ def _pair_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return np.empty((rows.shape[0], 0), np.int64), torch.stack([getattr(stats, f) for f in PAIR_FIELDS], dim=1).numpy()
 
 
-def _hist(part: Part, words: np.ndarray) -> dict:
-    lo, hi = (float(v) for v in words[part.offset + 5 : part.offset + 7].view(np.float64))
+def _hist(words: np.ndarray, offset: int, hist_offset: int, bins: int) -> dict:
+    lo, hi = (float(v) for v in words[offset + 5 : offset + 7].view(np.float64))
     finite = math.isfinite(lo) and math.isfinite(hi)
-    counts = words[part.hist_offset : part.hist_offset + part.bins].tolist()
+    counts = words[hist_offset : hist_offset + bins].tolist()
     return {"min": lo if finite else None, "max": hi if finite else None, "counts": counts}
 
 
-def _scalar_values(snapshots: Sequence[Snapshot], groups: list[list[tuple[int, Part]]]) -> np.ndarray:
+class _AllParts:
+    """The records of every rank's parts, one entry per record, as arrays (a watch's runs expanded)."""
+
+    def __init__(self, logs: Sequence[list[Part]]):
+        parts = [p for log in logs for p in log]
+
+        def field(f: str, dtype) -> np.ndarray:  # a field of every part, repeated for each of its records
+            return np.repeat(np.array([getattr(p, f) for p in parts], dtype=dtype), sizes)
+
+        sizes = np.array([len(p.names) for p in parts], dtype=np.int64)
+        self.names = list(chain.from_iterable(p.names for p in parts))
+        self.roles = list(chain.from_iterable(p.roles for p in parts))
+        self.step = field("step", np.int64)
+        self.steps = self.step.tolist()
+        self.kind = np.repeat(np.array([KIND_CODE[p.kind] for p in parts], dtype=np.int64), sizes)
+        self.per_sample = field("per_sample", bool)
+        self.buffer = field("buffer", np.int64)
+        within = np.arange(len(self.names)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in its run
+        self.offset = field("offset", np.int64) + within * field("width", np.int64)
+        self.rows = field("rows", np.int64)
+        self.hist_offset = field("hist_offset", np.int64)
+        self.bins = field("bins", np.int64)
+        self.value = field("value", np.float64)
+        self.rank = np.repeat(np.arange(len(logs)), [sum(len(p.names) for p in log) for log in logs])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def describe(self, j: int) -> str:
+        return f"{KINDS[self.kind[j]]}{' (per sample)' if self.per_sample[j] else ''}"
+
+    def records(self) -> tuple[np.ndarray, np.ndarray]:
+        """Parts grouped by (step, name), records ordered by step then by first appearance: (members,
+        sizes): the parts of record i are members[sum(sizes[:i]) :][: sizes[i]]."""
+        keys = list(zip(self.steps, self.names))
+        n = len(keys)
+        if len(set(keys)) == n:  # no name twice in a step, on any rank: one part per record
+            ordered = n < 2 or bool((self.step[1:] >= self.step[:-1]).all())
+            members = np.arange(n) if ordered else np.argsort(self.step, kind="stable")
+            return members, np.ones(n, dtype=np.int64)
+        groups: dict[tuple[int, str], list[int]] = {}
+        for j, key in enumerate(keys):
+            groups.setdefault(key, []).append(j)
+        record_keys = sorted(groups, key=itemgetter(0))  # stable: first appearance within a step
+        for step, name in record_keys:
+            first, *rest = groups[step, name]
+            for j in rest:
+                if (self.kind[j], self.per_sample[j]) != (self.kind[first], self.per_sample[first]):
+                    raise ValueError(
+                        f"probe record {name!r} at step {step} was logged as {self.describe(first)} and as "
+                        f"{self.describe(j)} (on different ranks?); one name, one kind"
+                    )
+        members = np.fromiter(chain.from_iterable(groups[k] for k in record_keys), np.int64, n)
+        sizes = np.fromiter((len(groups[k]) for k in record_keys), np.int64, len(record_keys))
+        return members, sizes
+
+
+def _scalar_values(words: Sequence[list[np.ndarray]], parts: _AllParts, members: np.ndarray, sizes: np.ndarray):
     """The value of each scalar record: the mean of its parts (host values, or words of the buffers)."""
-    parts = [rp for group in groups for rp in group]
-    values = np.empty(len(parts), np.float64)
-    on_device: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
-    for j, (rank, part) in enumerate(parts):
-        if part.buffer < 0:
-            values[j] = part.value
-        else:
-            positions, offsets = on_device.setdefault((rank, part.buffer), ([], []))
-            positions.append(j)
-            offsets.append(part.offset)
-    for (rank, buffer), (positions, offsets) in on_device.items():
-        values[positions] = snapshots[rank][1][buffer].view(np.float64)[offsets]
-    if len(parts) == len(groups):
+    values = parts.value[members]
+    buffer, rank, offset = parts.buffer[members], parts.rank[members], parts.offset[members]
+    for r, b in set(zip(rank.tolist(), buffer.tolist())) - {(r, -1) for r in range(len(words))}:
+        sel = (rank == r) & (buffer == b)
+        values[sel] = words[r][b].view(np.float64)[offset[sel]]
+    if len(members) == len(sizes):
         return values
-    means, start = np.empty(len(groups), np.float64), 0
-    for i, group in enumerate(groups):
-        vals = values[start : start + len(group)].tolist()
-        start += len(group)
-        means[i] = math.fsum(vals) / len(vals) if all(map(math.isfinite, vals)) else sum(vals) / len(vals)
+    means, start = np.empty(len(sizes), np.float64), 0
+    for i, size in enumerate(sizes.tolist()):
+        vals = values[start : start + size].tolist()
+        start += size
+        means[i] = math.fsum(vals) / size if all(map(math.isfinite, vals)) else sum(vals) / size
     return means
 
 
 def build_records(snapshots: Sequence[Snapshot]) -> Records:
     """Merge the parts of one or more ranks into records, ordered by step then by first appearance."""
-    groups: dict[tuple[int, str], list[tuple[int, Part]]] = {}
-    for rank, (parts, _) in enumerate(snapshots):
-        for part in parts:
-            group = groups.setdefault((part.step, part.name), [])
-            if group and (group[0][1].kind, group[0][1].per_sample) != (part.kind, part.per_sample):
-                first = group[0][1]
-                raise ValueError(
-                    f"probe record {part.name!r} at step {part.step} was logged as {first.kind}"
-                    f"{' (per sample)' if first.per_sample else ''} and as {part.kind}"
-                    f"{' (per sample)' if part.per_sample else ''} (on different ranks?); one name, one kind"
-                )
-            group.append((rank, part))
-    keys = sorted(groups, key=itemgetter(0))  # stable: first appearance within a step
-
+    parts = _AllParts([log for log, _ in snapshots])
+    words = [w for _, w in snapshots]
+    members, sizes = parts.records()
+    first_member = np.cumsum(sizes) - sizes  # where each record's parts start in `members`
+    first = members[first_member]  # each record's first part: its kind, role, per_sample
+    kind = parts.kind[first]
     blocks: list[Block] = []
-    where: dict[tuple[int, str], tuple[int, int]] = {}  # key -> (block, row)
-    first = [groups[k][0][1] for k in keys]  # each record's first part: its kind, role, per_sample
-    for kind, width, columns, merge in (
-        ("tensor", TENSOR_WORDS, _tensor_columns, _tensor_merge),
-        ("pair", PAIR_WORDS, _pair_columns, lambda r: merge_pair_raw(r, dim=0)),
+    block_of = np.empty(len(sizes), np.int64)
+    row_of = np.empty(len(sizes), np.int64)
+    for code, width, columns, merge in (
+        (KIND_CODE["tensor"], TENSOR_WORDS, _tensor_columns, _tensor_merge),
+        (KIND_CODE["pair"], PAIR_WORDS, _pair_columns, lambda r: merge_pair_raw(r, dim=0)),
+        (KIND_CODE["scalar"], 1, None, None),
     ):
-        chosen = [i for i, f in enumerate(first) if f.kind == kind]
-        if not chosen:
+        chosen = np.nonzero(kind == code)[0]
+        if not len(chosen):
             continue
-        kind_keys = [keys[i] for i in chosen]
-        parts = [rp for key in kind_keys for rp in groups[key]]
-        part_rows = np.fromiter((p.rows for _, p in parts), np.int64, len(parts))
-        table = _gather_rows(snapshots, parts, part_rows, width)
-        sizes = np.fromiter((len(groups[k]) for k in kind_keys), np.int64, len(kind_keys))
-        lengths = part_rows if len(parts) == len(kind_keys) else np.add.reduceat(part_rows, np.cumsum(sizes) - sizes)
+        own = members[_expand(first_member[chosen], sizes[chosen])]  # their parts, record by record
+        heads = first[chosen]
+        steps, names = parts.step[heads], [parts.names[j] for j in heads.tolist()]
+        roles = [parts.roles[j] for j in heads.tolist()]
+        block_of[chosen], row_of[chosen] = len(blocks), np.arange(len(chosen))
+        if columns is None:  # scalars
+            values = _scalar_values(words, parts, own, sizes[chosen])
+            blocks.append(Block("scalar", steps, names, roles, np.empty((len(values), 0), np.int64), values[:, None]))
+            continue
+        part_rows = parts.rows[own]
+        table = _gather_rows(words, parts.rank[own], parts.buffer[own], parts.offset[own], part_rows, width)
+        n = sizes[chosen]
+        lengths = part_rows if len(own) == len(chosen) else np.add.reduceat(part_rows, np.cumsum(n) - n)
         starts = np.cumsum(lengths) - lengths
-        rows = torch.from_numpy(table if kind == "tensor" else table.view(np.float64))
+        rows = torch.from_numpy(table if width == TENSOR_WORDS else table.view(np.float64))
         ints, floats = columns(_merge_ranges(rows, starts, lengths, merge))
-        block = Block(kind, kind_keys, [first[i].role for i in chosen], ints, floats)
-        base = len(blocks)
-        where.update((key, (base, i)) for i, key in enumerate(kind_keys))
-        for i in (i for i, c in enumerate(chosen) if first[c].per_sample):  # their rows' fields only
+        block = Block(KINDS[code], steps, names, roles, ints, floats)
+        for i in np.nonzero(parts.per_sample[heads])[0].tolist():  # their rows' fields only
             s, e = int(starts[i]), int(starts[i] + lengths[i])
             block.extras[i] = {"per_sample": block.field_lists(*columns(rows[s:e]))}
-        for i, key in enumerate(kind_keys if any(p.hist_offset >= 0 for _, p in parts) else ()):
-            for rank, part in groups[key]:
-                if part.hist_offset >= 0:
-                    block.extras.setdefault(i, {})["hist"] = _hist(part, snapshots[rank][1][part.buffer])
-                    break
+        with_hist = np.nonzero(parts.hist_offset[own] >= 0)[0]
+        record_of = np.repeat(np.arange(len(chosen)), n)
+        for k in with_hist.tolist():  # the first part of a record with a histogram carries it
+            j, extra = int(own[k]), block.extras.setdefault(int(record_of[k]), {})
+            if "hist" not in extra:
+                w = words[parts.rank[j]][parts.buffer[j]]
+                extra["hist"] = _hist(w, int(parts.offset[j]), int(parts.hist_offset[j]), int(parts.bins[j]))
         blocks.append(block)
-
-    scalar_keys = [k for k in keys if k not in where]
-    if scalar_keys:
-        values = _scalar_values(snapshots, [groups[k] for k in scalar_keys])
-        roles = [groups[k][0][1].role for k in scalar_keys]
-        where.update((key, (len(blocks), i)) for i, key in enumerate(scalar_keys))
-        blocks.append(Block("scalar", scalar_keys, roles, np.empty((len(values), 0), np.int64), values[:, None]))
-    return Records(blocks, [where[k] for k in keys])
+    return Records(blocks, list(zip(block_of.tolist(), row_of.tolist())))
