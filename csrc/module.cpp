@@ -243,59 +243,52 @@ void tensor_stats(const std::vector<Spec>& specs, const std::vector<int64_t>& ro
     for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts[r], moments[r]);
 }
 
-// Snapshots are written while every parameter is read: no snapshot may share a byte with a parameter or
-// another snapshot (parameters may overlap each other: they are only read). Spans sorted by start: a
-// span overlaps an earlier one iff it starts before the largest end seen so far.
-void check_snapshots_apart(const std::vector<Checked>& w, const std::vector<Checked>& s) {
-    struct Span {
-        uintptr_t lo, hi;
-        bool snapshot;
-        size_t index;
-    };
-    std::vector<Span> spans;
-    for (size_t i = 0; i < w.size(); ++i) {
-        if (w[i].v.numel == 0) continue;
-        spans.push_back({w[i].lo, w[i].hi, false, i});
-        spans.push_back({s[i].lo, s[i].hi, true, i});
-    }
-    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.lo < b.lo; });
-    uintptr_t any_hi = 0, snap_hi = 0;
-    for (const Span& x : spans) {
-        if (x.lo < (x.snapshot ? any_hi : snap_hi))
-            fail(std::string(x.snapshot ? "snapshots[" : "params[") + std::to_string(x.index) +
-                 "] overlaps a snapshot or a parameter; each snapshot needs memory of its own");
-        any_hi = std::max(any_hi, x.hi);
-        if (x.snapshot) snap_hi = std::max(snap_hi, x.hi);
-    }
+// The snapshot is written while every parameter is read: it may share no byte with any parameter
+// (parameters may overlap each other: they are only read).
+void check_snapshot_apart(const std::vector<Checked>& w, const Checked& s) {
+    if (s.v.numel == 0) return;
+    for (size_t i = 0; i < w.size(); ++i)
+        if (w[i].v.numel > 0 && w[i].lo < s.hi && s.lo < w[i].hi)
+            fail("params[" + std::to_string(i) + "] overlaps the snapshot; the snapshot needs memory of its own");
 }
 
-void update_stats(const std::vector<Spec>& w_specs, const std::vector<Spec>& s_specs, const Spec& counts_spec,
+void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const Spec& counts_spec,
                   const Spec& moments_spec, int threads) {
-    if (w_specs.size() != s_specs.size())
-        fail(std::to_string(w_specs.size()) + " parameters but " + std::to_string(s_specs.size()) + " snapshots");
-    std::vector<Checked> w, s;
+    const Checked s = check_view(s_spec, "snapshot");
+    std::vector<Checked> w;
+    int64_t total = 0;
     for (size_t i = 0; i < w_specs.size(); ++i) {
-        const std::string wn = "params[" + std::to_string(i) + "]", sn = "snapshots[" + std::to_string(i) + "]";
+        const std::string wn = "params[" + std::to_string(i) + "]";
         w.push_back(check_view(w_specs[i], wn));
-        s.push_back(check_view(s_specs[i], sn));
         const int dt = w.back().v.dtype;
         if (!is_float_dtype(dt))
             throw py::type_error(wn + ": dtype " + DTYPE_NAMES[dt] + "; accepted: float32, float64, float16, bfloat16");
-        if (s.back().v.dtype != dt)
-            throw py::type_error(sn + ": dtype " + DTYPE_NAMES[s.back().v.dtype] + " but the parameter is " + DTYPE_NAMES[dt]);
-        if (s.back().sizes != w.back().sizes)
-            fail(sn + " has shape " + join(s.back().sizes) + " but the parameter has shape " + join(w.back().sizes));
-        if (s.back().v.numel > 0 && !s.back().v.contiguous) fail(sn + ": must be contiguous");
+        if (s.v.dtype != dt)
+            throw py::type_error("snapshot: dtype " + std::string(DTYPE_NAMES[s.v.dtype]) + " but " + wn + " is " +
+                                 DTYPE_NAMES[dt]);
+        if (__builtin_add_overflow(total, w.back().v.numel, &total)) fail("the parameters hold too many elements");
     }
-    check_snapshots_apart(w, s);
+    if (s.v.numel != total)
+        fail("snapshot: " + std::to_string(s.v.numel) + " elements but the parameters hold " + std::to_string(total));
+    if (s.v.numel > 0 && !s.v.contiguous) fail("snapshot: must be contiguous");
+    check_snapshot_apart(w, s);
     const int64_t np = (int64_t)w.size();
     const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, 2 * np, 5);
     const auto moments = result_rows<double>(moments_spec, "moments", F64, 2 * np, 4);
     check_threads(threads);
     std::vector<ViewDesc> wv, sv;
+    int64_t at = 0;
     for (size_t i = 0; i < w.size(); ++i) {
         wv.push_back(w[i].v);
-        sv.push_back(s[i].v);
+        ViewDesc v;  // parameter i's elements of the snapshot: the next numel, flat
+        v.dtype = s.v.dtype;
+        v.numel = w[i].v.numel;
+        v.ndim = 1;
+        v.sizes[0] = v.numel;
+        v.strides[0] = 1;
+        v.data = v.numel ? s.v.data + at * ITEMSIZE[s.v.dtype] : nullptr;
+        at += v.numel;
+        sv.push_back(v);
     }
     std::vector<Raw> out((size_t)(2 * np));
     {
@@ -448,10 +441,11 @@ PYBIND11_MODULE(_cpu, m) {
           "moments float64 [R, 4] (rows of each may be further apart: e.g. columns of one [R, 9] table).");
     m.def("pair_stats", &fd::pair_stats, py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("out"),
           py::arg("threads"), "Raw pair stats of `rows` equal rows of a and b into out float64 [rows, 6].");
-    m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshots"), py::arg("counts"),
+    m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshot"), py::arg("counts"),
           py::arg("moments"), py::arg("threads"),
-          "Raw stats of each parameter (rows 0..P) and of its update params[i] - snapshots[i] (rows P..2P) into "
-          "counts int64 [2P, 5] and moments float64 [2P, 4] (as in tensor_stats); then snapshots[i] = params[i].");
+          "Raw stats of each parameter (rows 0..P) and of its update params[i] - s[i] (rows P..2P) into counts "
+          "int64 [2P, 5] and moments float64 [2P, 4] (as in tensor_stats), where s[i] are the consecutive runs of "
+          "the contiguous snapshot, one per parameter in order; then s[i] = params[i].");
     m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
           py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
           py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),

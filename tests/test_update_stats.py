@@ -1,8 +1,8 @@
-"""`update_stats(params, snapshots)` of every backend (the probe watch's parameter and update stats).
+"""`update_stats(params, snapshot)` of every backend (the probe watch's parameter and update stats).
 
 Rows 0..P must be the stats of the parameters, rows P..2P the stats of w - s as torch computes it in
 the storage dtype (the C++ backend fuses the three passes into one; the others flip the stats of s - w);
-afterwards every snapshot holds its parameter's bits and the parameters are untouched. The C++ and
+afterwards the snapshot holds the parameters' bits and the parameters are untouched. The C++ and
 torch backends compute each row on its own, so their rows equal their multi_tensor_stats bit for bit;
 Triton's multi-tensor reduction depends on the whole list, so its rows are checked against the float64
 oracle only (as all rows are).
@@ -54,7 +54,7 @@ def check_update_stats(backend: str, params: list[torch.Tensor], seed: int = 0) 
     want_params = impl.multi_tensor_stats(params) if params and backend != "triton" else None
     want_updates = impl.multi_tensor_stats(deltas) if params and backend != "triton" else None
 
-    counts, moments = impl.update_stats(params, snaps)
+    counts, moments = impl.update_stats(params, flat)
 
     n = len(params)
     assert counts.shape == (2 * n, 5) and moments.shape == (2 * n, 4)
@@ -112,7 +112,7 @@ def test_cpp_update_stats_one_and_two_threads_agree(dtype):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            results.append(cpu.update_stats([w], [s.clone()]))
+            results.append(cpu.update_stats([w], s.clone()))
     finally:
         torch.set_num_threads(before)
     assert raw_equal(results[0], results[1])
@@ -131,34 +131,33 @@ def test_cpp_update_stats_refuses_what_it_cannot_do(shape):
     spec = cpu.view_spec
     out = (spec(torch.empty(2, 5, dtype=torch.int64)), spec(torch.empty(2, 4, dtype=torch.float64)))
 
-    def call(params, snaps):
-        _cpu.update_stats([spec(p) for p in params], [spec(s) for s in snaps], *out, 1)
+    def call(params, snapshot, out=out):
+        _cpu.update_stats([spec(p) for p in params], spec(snapshot), *out, 1)
 
-    with pytest.raises(ValueError, match="1 parameters but 2 snapshots"):
-        call([w], [w.clone(), w.clone()])
-    with pytest.raises(TypeError, match="dtype float64 but the parameter is float32"):
-        call([w], [w.double()])
-    with pytest.raises(ValueError, match="has shape"):
-        call([w], [torch.empty(w.numel() + 1)])
+    with pytest.raises(ValueError, match=f"snapshot: {w.numel() + 1} elements but the parameters hold {w.numel()}"):
+        call([w], torch.empty(w.numel() + 1))
+    with pytest.raises(TypeError, match="snapshot: dtype float64 but params.0. is float32"):
+        call([w], w.double())
     with pytest.raises(TypeError, match="accepted: float32"):
-        call([w.int()], [w.int()])
+        call([w.int()], w.int())
     with pytest.raises(ValueError, match="overlaps"):
-        call([w], [w])  # the snapshot is the parameter itself
+        call([w], w)  # the snapshot is the parameter itself
+    with pytest.raises(ValueError, match="counts: shape"):
+        call([w, w], torch.empty(2 * w.numel()))  # 2 parameters need 4 result rows
     if w.numel() > 1:
         big = torch.empty(2 * w.numel())
         with pytest.raises(ValueError, match="contiguous"):
-            call([w], [big[::2].view(shape)])
-        flat = torch.empty(w.numel() + 1)
-        with pytest.raises(ValueError, match="overlaps"):  # a snapshot sharing memory with another
-            _cpu.update_stats(
-                [spec(w), spec(w.clone())],
-                [spec(flat[: w.numel()].view(shape)), spec(flat[1:].view(shape))],
-                spec(torch.empty(4, 5, dtype=torch.int64)),
-                spec(torch.empty(4, 4, dtype=torch.float64)),
-                1,
-            )
+            call([w], big[::2])
+        with pytest.raises(ValueError, match=r"params\[1\] overlaps"):  # a parameter inside the snapshot
+            quad = (spec(torch.empty(4, 5, dtype=torch.int64)), spec(torch.empty(4, 4, dtype=torch.float64)))
+            call([w, big[1 : 1 + w.numel()]], big[: 2 * w.numel()], out=quad)
+    # parameters may share memory with each other (they are only read)
+    snap = torch.empty(2 * w.numel())
+    quad = (torch.empty(4, 5, dtype=torch.int64), torch.empty(4, 4, dtype=torch.float64))
+    _cpu.update_stats([spec(w), spec(w)], spec(snap), spec(quad[0]), spec(quad[1]), 1)
+    assert torch.equal(snap, torch.cat([w.reshape(-1), w.reshape(-1)]))
     # integer parameters (never trained, but possible) go through the torch backend's way
     ints = torch.arange(6, dtype=torch.int32)
     snap = torch.zeros(6, dtype=torch.int32)
-    counts, _ = cpu.update_stats([ints], [snap])
+    counts, _ = cpu.update_stats([ints], snap)
     assert counts[1, 0] == 6 and torch.equal(snap, ints)

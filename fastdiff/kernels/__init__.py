@@ -5,8 +5,8 @@ Each backend module implements the same five functions over already-validated in
     tensor_stats(x, per_sample: bool) -> (counts int64 [..., 5], moments float64 [..., 4])
     pair_stats(a, b, per_sample: bool) -> float64 [..., 6]
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
-    update_stats(params, snapshots) -> (counts [2P, 5], moments [2P, 4]): params, then params - snapshots;
-        then snapshots = params (the probe's watch)
+    update_stats(params, snapshot) -> (counts [2P, 5], moments [2P, 4]): params, then params - s; then
+        s = params (the probe's watch; s: the runs of one contiguous snapshot holding them back to back)
     fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
 
 (raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`

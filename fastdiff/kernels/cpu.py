@@ -125,19 +125,16 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return counts, moments
 
 
-def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w, in one
-    pass over w and s (csrc/kernels.h, update_stats); snapshots: contiguous, of the parameters' dtypes."""
+    pass over w and s (csrc/kernels.h, update_stats); snapshot: contiguous, of the parameters' dtype,
+    holding them back to back."""
     if not all(p.dtype in FLOAT_DTYPES for p in params):
-        return torch_backend.update_stats(params, snapshots, stats=multi_tensor_stats)
+        return torch_backend.update_stats(params, snapshot, stats=multi_tensor_stats)
     table = torch.empty(2 * len(params), RAW_WORDS, dtype=torch.int64)
     counts, moments = split_raw_rows(table)
     _cpu.update_stats(
-        [view_spec(_readable(p)) for p in params],
-        [view_spec(s) for s in snapshots],
-        view_spec(counts),
-        view_spec(moments),
-        threads(),
+        [view_spec(_readable(p)) for p in params], view_spec(snapshot), view_spec(counts), view_spec(moments), threads()
     )
     return counts, moments
 

@@ -103,13 +103,16 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
 
 
-def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor], stats=multi_tensor_stats):
+def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor, stats=multi_tensor_stats):
     """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w; for the
-    probe's watch (the C++ backend does it in one pass). The snapshots first take s - w = -(w - s)
-    exactly (IEEE subtraction is antisymmetric) in place, whose stats flip into those of w - s: no
-    allocation. `stats`: the multi_tensor_stats of the calling backend."""
+    probe's watch (the C++ backend does it in one pass). `snapshot`: one contiguous tensor holding the
+    parameters back to back (s: its consecutive runs). s first takes s - w = -(w - s) exactly (IEEE
+    subtraction is antisymmetric) in place, whose stats flip into those of w - s: no allocation.
+    `stats`: the multi_tensor_stats of the calling backend."""
     if not params:
         return torch.empty(0, 5, dtype=torch.int64), torch.empty(0, 4, dtype=torch.float64)
+    runs = snapshot.view(-1).split([p.numel() for p in params])
+    snapshots = [s.view(p.shape) for s, p in zip(runs, params)]
     torch._foreach_sub_(snapshots, params)
     counts, moments = stats(list(params) + list(snapshots))
     n = len(params)

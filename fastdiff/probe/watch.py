@@ -32,7 +32,6 @@ class _Snapshot:
     def __init__(self, params: list[torch.Tensor]):
         self.signature = [(id(p), p.shape) for p in params]
         self.flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
-        self.views = [v.view(p.shape) for v, p in zip(self.flat.split([p.numel() for p in params]), params)]
         self.valid = False
 
     def matches(self, params: list[torch.Tensor]) -> bool:
@@ -147,11 +146,10 @@ class Watch:
             impl = rec._impl(device)
             params, updates, ratios, fresh = [], [], [], []  # blocks of (positions, counts, moments)
             for dtype, positions in by_dtype.items():
-                members = [self.named[i][1] for i in positions]
-                values = [p.detach() for p in members]
-                snap = self._snapshot(device, dtype, members, used) if self.updates else None
+                values = [self.named[i][1] for i in positions]  # read under no_grad: no detach needed
+                snap = self._snapshot(device, dtype, values, used) if self.updates else None
                 if snap is not None and snap.valid:
-                    counts, moments = impl.update_stats(values, snap.views)  # refreshes the snapshot
+                    counts, moments = impl.update_stats(values, snap.flat)  # refreshes the snapshot
                     n = len(positions)
                     params.append((positions, counts[:n], moments[:n]))
                     updates.append((positions, counts[n:], moments[n:]))

@@ -69,11 +69,11 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
         return _stats.multi_tensor_stats(xs)
 
 
-def update_stats(params: list[torch.Tensor], snapshots: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if not params:
-        return torch_backend.update_stats(params, snapshots)
-    with _guard(_check(*params, *snapshots)):
-        return torch_backend.update_stats(params, snapshots, stats=_stats.multi_tensor_stats)
+        return torch_backend.update_stats(params, snapshot)
+    with _guard(_check(*params, snapshot)):
+        return torch_backend.update_stats(params, snapshot, stats=_stats.multi_tensor_stats)
 
 
 def fused_step(launch: StepLaunch):
