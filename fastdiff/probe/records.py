@@ -285,8 +285,12 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
             continue
         own = members[_expand(first_member[chosen], sizes[chosen])]  # their parts, record by record
         heads = first[chosen]
-        steps, names = parts.step[heads], [parts.names[j] for j in heads.tolist()]
-        roles = [parts.roles[j] for j in heads.tolist()]
+        at = heads.tolist()
+        steps, names, roles = (
+            parts.step[heads],
+            list(map(parts.names.__getitem__, at)),
+            list(map(parts.roles.__getitem__, at)),
+        )
         block_of[chosen], row_of[chosen] = len(blocks), np.arange(len(chosen))
         if columns is None:  # scalars
             values = _scalar_values(words, parts, own, sizes[chosen])
@@ -300,9 +304,12 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
         rows = torch.from_numpy(table if width == TENSOR_WORDS else table.view(np.float64))
         ints, floats = columns(_merge_ranges(rows, starts, lengths, merge))
         block = Block(KINDS[code], steps, names, roles, ints, floats)
-        for i in np.nonzero(parts.per_sample[heads])[0].tolist():  # their rows' fields only
-            s, e = int(starts[i]), int(starts[i] + lengths[i])
-            block.extras[i] = {"per_sample": block.field_lists(*columns(rows[s:e]))}
+        per_sample = np.nonzero(parts.per_sample[heads])[0]
+        if len(per_sample):  # their rows' fields only, derived together
+            ps_ints, ps_floats = columns(rows[torch.from_numpy(_expand(starts[per_sample], lengths[per_sample]))])
+            ends = np.cumsum(lengths[per_sample]).tolist()
+            for i, a, e in zip(per_sample.tolist(), [0, *ends[:-1]], ends):
+                block.extras[i] = {"per_sample": block.field_lists(ps_ints[a:e], ps_floats[a:e])}
         with_hist = np.nonzero(parts.hist_offset[own] >= 0)[0]
         record_of = np.repeat(np.arange(len(chosen)), n)
         for k in with_hist.tolist():  # the first part of a record with a histogram carries it

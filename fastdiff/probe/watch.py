@@ -162,7 +162,7 @@ class Watch:
                 for i in (i for positions in by_dtype.values() for i in positions):
                     g = self.named[i][1].grad
                     if g is not None and g.layout == torch.strided:
-                        grads.append((i, g.detach()))
+                        grads.append((i, g))
             tensors = [v for _, values, _ in fresh for v in values] + [g for _, g in grads]
             if tensors:
                 counts, moments = impl.multi_tensor_stats(tensors)
