@@ -19,7 +19,7 @@ Reported: the median (over rounds) of the mean step time of each variant, the ov
 probe's. Also the bytes the probe reads per step and the machine's
 copy bandwidth measured in the same run, for scale.
 
-    python benchmarks/bench_probe.py            # the full study: ~8 minutes on a 2-core CPU
+    python benchmarks/bench_probe.py            # the full study: ~4 minutes on a 2-core CPU
     python benchmarks/bench_probe.py --quick    # a smoke run
     fastdiff bench --suite probe                # the same loop, fewer rounds, as rows of the bench tables
 """
@@ -202,7 +202,7 @@ sync = harness.synchronize
 def measure_overhead(
     *,
     device: str = "cpu",
-    rounds: int = 11,
+    rounds: int = 21,
     steps: int = 3,
     batch: int = 32,
     length: int = 256,
@@ -315,7 +315,7 @@ def measure_overhead(
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--steps", type=int, default=3, help="steps per variant per round (one probe flush per round)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=256)
