@@ -51,10 +51,13 @@ template <class V, class T>
 static inline void vstore(T* p, const V& v) {
     __builtin_memcpy(p, &v, sizeof(V));
 }
+// every lane = s, bit for bit (V{} + s would turn -0 into +0)
 template <class V, class S>
 static inline V splat(S s) {
     typedef std::remove_cv_t<std::remove_reference_t<decltype(V{}[0])>> E;
-    return V{} + (E)s;
+    V v;
+    for (size_t l = 0; l < sizeof(V) / sizeof(E); ++l) v[l] = (E)s;
+    return v;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -842,26 +845,27 @@ void pair_stats(const ViewDesc& a, const ViewDesc& b, int64_t rows, PairRaw* out
 //   o = out | u + w (out - u);  x0 = cx x + co o + cn z;  x0c = clip(x0);
 //   eps = ex x + eo o + e0 x0c + en z;  x' = px x + p0 x0c + pe eps + sum_k ph_k h_k + pn z
 // evaluated left to right in T. A term whose coefficient is 0 is absent (an Inf/NaN in its tensor must
-// not become 0 * Inf = NaN): its tensor is replaced by -0 and its coefficient by +0, so that it adds
-// +0 * -0 = -0, the exact identity of IEEE addition (x + -0 = x, signed zeros included). The first term
-// of a line with no term present adds +0 instead: an empty line is +0, as torch.zeros_like.
+// not become 0 * Inf = NaN) and skipped: a line starts from -0, the exact identity of IEEE addition
+// (-0 + v = v for every v, signed zeros and NaN included), and adds its present terms in order; a line
+// with no term present is +0, as torch.zeros_like. Whether a term is present is the same for every
+// element: its branch is always predicted, and costs less than masking the term's tensor to -0.
 
 template <class T>
 struct StepK {
     typedef typename VT<T>::V V;
     typedef typename VT<T>::I I;
-    V c[NUM_COEFS];    // the coefficient, +0 where the term is absent
-    I on[NUM_COEFS];   // all ones where the term is present
-    I off[NUM_COEFS];  // the bits of the tensor's stand-in where it is absent: -0 (or +0, see above)
+    V c[NUM_COEFS];           // the coefficients
+    bool present[NUM_COEFS];  // coefficient != 0
+    V start[3];               // each line's starting value: -0, or +0 for a line with no term present
     V w, lo, hi;
     I absmask, iota;
 };
 
+// acc + c_k t where term k is present; acc where it is absent
 template <class T>
-static inline typename VT<T>::V term(const StepK<T>& K, int k, const typename VT<T>::V& t) {
-    typedef typename VT<T>::V V;
-    typedef typename VT<T>::I I;
-    return K.c[k] * (V)(((I)t & K.on[k]) | K.off[k]);
+static inline typename VT<T>::V add_term(const StepK<T>& K, int k, const typename VT<T>::V& acc,
+                                         const typename VT<T>::V& t) {
+    return K.present[k] ? acc + K.c[k] * t : acc;
 }
 
 template <class T>
@@ -877,8 +881,8 @@ static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const 
     typedef typename VT<T>::I I;
     const V xv = vload<V>(x), ov = vload<V>(o);
     const V zv = HZ ? vload<V>(z) : V{};
-    V a = term(K, CX, xv) + term(K, CO, ov);
-    if (HZ) a = a + term(K, CN, zv);
+    V a = add_term(K, CO, add_term(K, CX, K.start[0], xv), ov);
+    if (HZ) a = add_term(K, CN, a, zv);
     if (CLIP == 1) {  // clamp keeps NaN; NaN is not counted as clipped
         const I below = K.lo > a, above = a > K.hi;
         count += (below | above) & valid;
@@ -894,14 +898,13 @@ static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const 
     }
     vstore(x0, a);
     V p;
+    p = add_term(K, P0, add_term(K, PX, K.start[2], xv), a);
     if (EPS) {
-        V e = term(K, EX, xv) + term(K, EO, ov) + term(K, E0, a);
-        if (HZ) e = e + term(K, EN, zv);
-        p = term(K, PX, xv) + term(K, P0, a) + term(K, PE, e);
-    } else {
-        p = term(K, PX, xv) + term(K, P0, a);
+        V e = add_term(K, E0, add_term(K, EO, add_term(K, EX, K.start[1], xv), ov), a);
+        if (HZ) e = add_term(K, EN, e, zv);
+        p = add_term(K, PE, p, e);
     }
-    if (HZ && pn_here) p = p + term(K, PN, zv);
+    if (HZ && pn_here) p = add_term(K, PN, p, zv);
     vstore(xp, p);
 }
 
@@ -958,8 +961,8 @@ static void step_item(const StepArgs& A, const StepK<T>& K, int64_t start, int64
             for (int q = 0; q < A.num_hist; ++q) h[q] = read_padded(A.h[q], lh[q], f, k, plen, B.h[q]);
             for (int64_t i = 0; i < plen; i += N) {
                 V p = vload<V>(B.xp + i);
-                for (int q = 0; q < A.num_hist; ++q) p = p + term(K, PH0 + q, vload<V>(h[q] + i));
-                if (HZ) p = p + term(K, PN, vload<V>(z + i));
+                for (int q = 0; q < A.num_hist; ++q) p = add_term(K, PH0 + q, p, vload<V>(h[q] + i));
+                if (HZ) p = add_term(K, PN, p, vload<V>(z + i));
                 vstore(B.xp + i, p);
             }
         }
@@ -1008,13 +1011,9 @@ static void step_dispatch(const StepArgs& A, StepOut* out, int threads) {
     typedef typename VT<T>::V V;
     typedef typename VT<T>::I I;
     StepK<T> K;
-    const I sign = splat<I>(sizeof(T) == 8 ? INT64_MIN : (int64_t)INT32_MIN);
-    bool present[NUM_COEFS];
     for (int k = 0; k < NUM_COEFS; ++k) {
-        present[k] = A.coef[k] != 0.0;
-        K.c[k] = splat<V>(present[k] ? (T)A.coef[k] : (T)0);
-        K.on[k] = splat<I>(present[k] ? -1 : 0);
-        K.off[k] = present[k] ? I{} : sign;
+        K.present[k] = A.coef[k] != 0.0;
+        K.c[k] = splat<V>((T)A.coef[k]);
     }
     // the terms each line evaluates (history only up to num_hist, noise terms only with noise)
     const std::vector<std::vector<int>> lines = {
@@ -1022,13 +1021,13 @@ static void step_dispatch(const StepArgs& A, StepOut* out, int threads) {
         {EX, EO, E0, EN},
         {PX, P0, PE, PH0, PH1, PH2, PN},
     };
-    for (const auto& line : lines) {
+    for (size_t l = 0; l < lines.size(); ++l) {
         bool empty = true;
-        for (int k : line) {
+        for (int k : lines[l]) {
             const bool evaluated = (k != CN && k != EN && k != PN) || A.has_z;
-            empty = empty && !(present[k] && evaluated && (k < PH0 || k > PH2 || k - PH0 < A.num_hist));
+            empty = empty && !(K.present[k] && evaluated && (k < PH0 || k > PH2 || k - PH0 < A.num_hist));
         }
-        if (empty) K.off[line[0]] = I{};
+        K.start[l] = splat<V>(empty ? (T)0.0 : (T)-0.0);
     }
     K.w = splat<V>((T)A.guidance);
     K.lo = splat<V>((T)A.lo);
