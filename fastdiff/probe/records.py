@@ -126,9 +126,14 @@ class Records(Sequence):
         return "".join([lines[b][i] for b, i in self.order])
 
 
+def _within(lengths: np.ndarray) -> np.ndarray:
+    """0, 1, ..., lengths[0] - 1, 0, 1, ..., lengths[1] - 1, ...: each element's place in its group."""
+    return np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
 def _expand(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The ranges [starts[i], starts[i] + lengths[i]) concatenated, as one index array."""
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    return np.repeat(starts, lengths) + _within(lengths)
 
 
 def _gather_rows(
@@ -146,7 +151,7 @@ def _gather_rows(
     for r, b in places:
         sel = np.nonzero((rank == r) & (buffer == b))[0]
         n = rows[sel]
-        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)  # row number inside its part
+        within = _within(n)  # row number inside its part
         word_start = np.repeat(offset[sel], n) + width * within
         table[np.repeat(first_row[sel], n) + within] = words[r][b][word_start[:, None] + np.arange(width)]
     return table
@@ -207,16 +212,12 @@ class _AllParts:
         self.kind = np.repeat(np.array([KIND_CODE[p.kind] for p in parts], dtype=np.int64), sizes)
         self.per_sample = field("per_sample", bool)
         self.buffer = field("buffer", np.int64)
-        within = np.arange(len(self.names)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # place in its run
-        self.offset = field("offset", np.int64) + within * field("width", np.int64)
+        self.offset = field("offset", np.int64) + _within(sizes) * field("width", np.int64)  # runs: row by row
         self.rows = field("rows", np.int64)
         self.hist_offset = field("hist_offset", np.int64)
         self.bins = field("bins", np.int64)
         self.value = field("value", np.float64)
         self.rank = np.repeat(np.arange(len(logs)), [sum(len(p.names) for p in log) for log in logs])
-
-    def __len__(self) -> int:
-        return len(self.steps)
 
     def describe(self, j: int) -> str:
         return f"{KINDS[self.kind[j]]}{' (per sample)' if self.per_sample[j] else ''}"
