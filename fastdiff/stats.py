@@ -49,6 +49,13 @@ def split_raw_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows[..., :5], rows.view(torch.float64)[..., 5:]
 
 
+def write_raw_rows(rows: torch.Tensor, counts: torch.Tensor, moments: torch.Tensor) -> None:
+    """Raw stats (counts [..., 5], moments [..., 4]) into raw rows int64 [R, 9] (device copies)."""
+    c, m = split_raw_rows(rows)
+    c.copy_(counts.reshape(c.shape))
+    m.copy_(moments.reshape(m.shape))
+
+
 def empty_raw(shape=(), device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw accumulators of no elements: the identity of `merge_raw`."""
     counts = torch.zeros(*shape, 5, dtype=torch.int64, device=device)

@@ -21,7 +21,7 @@ import math
 import torch
 
 from .. import _cpu
-from ..stats import RAW_WORDS, split_raw_rows
+from ..stats import RAW_WORDS, split_raw_rows, write_raw_rows
 from . import torch_backend
 from .launch import StepLaunch
 
@@ -101,10 +101,7 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
 def tensor_stats_into(x: torch.Tensor, per_sample: bool, out: torch.Tensor) -> None:
     """tensor_stats written straight into raw rows `out` (int64 [R, 9], e.g. the probe's record buffer)."""
     if not _native(x):
-        counts, moments = split_raw_rows(out)
-        c, m = torch_backend.tensor_stats(x, per_sample)
-        counts.copy_(c.reshape(counts.shape))
-        moments.copy_(m.reshape(moments.shape))
+        write_raw_rows(out, *torch_backend.tensor_stats(x, per_sample))
         return
     x = _readable(x)
     _raw_rows([x], [x.shape[0]] if per_sample else [1], out)

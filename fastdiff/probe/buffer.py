@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..stats import RAW_WORDS as TENSOR_WORDS
-from ..stats import split_raw_rows
+from ..stats import write_raw_rows
 
 PAIR_WORDS = 6
 
@@ -72,9 +72,7 @@ class DeviceBuffer:
         """Raw tensor stats ([..., 5] int64, [..., 4] float64) as rows of 9 words; one device op."""
         rows = counts.numel() // 5
         off = self.reserve(rows * TENSOR_WORDS)
-        c, m = split_raw_rows(self.rows(off, rows))
-        c.copy_(counts.reshape(rows, 5))
-        m.copy_(moments.reshape(rows, 4))
+        write_raw_rows(self.rows(off, rows), counts, moments)
         return off
 
     def put_stats(self, impl, x: torch.Tensor, per_sample: bool) -> int:
@@ -87,10 +85,7 @@ class DeviceBuffer:
         if into is not None:
             into(x, per_sample, table)
         else:
-            counts, moments = impl.tensor_stats(x, per_sample)
-            c, m = split_raw_rows(table)
-            c.copy_(counts.reshape(rows, 5))
-            m.copy_(moments.reshape(rows, 4))
+            write_raw_rows(table, *impl.tensor_stats(x, per_sample))
         return off
 
     def put_floats(self, values: torch.Tensor) -> int:
