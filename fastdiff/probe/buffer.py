@@ -69,7 +69,7 @@ class DeviceBuffer:
         return self.words[offset : offset + rows * width].view(rows, width)
 
     def put_tensor_rows(self, counts: torch.Tensor, moments: torch.Tensor) -> int:
-        """Raw tensor stats ([..., 5] int64, [..., 4] float64) as rows of 9 words; one device op."""
+        """Raw tensor stats ([..., 5] int64, [..., 4] float64) as rows of 9 words (two device copies)."""
         rows = counts.numel() // 5
         off = self.reserve(rows * TENSOR_WORDS)
         write_raw_rows(self.rows(off, rows), counts, moments)
