@@ -897,8 +897,7 @@ static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const 
         a = t / sv;
     }
     vstore(x0, a);
-    V p;
-    p = add_term(K, P0, add_term(K, PX, K.start[2], xv), a);
+    V p = add_term(K, P0, add_term(K, PX, K.start[2], xv), a);
     if (EPS) {
         V e = add_term(K, E0, add_term(K, EO, add_term(K, EX, K.start[1], xv), ov), a);
         if (HZ) e = add_term(K, EN, e, zv);

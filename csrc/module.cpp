@@ -132,19 +132,8 @@ void check_no_partial_overlap(const Checked& out, const std::string& out_name, c
         fail(out_name + " partially overlaps " + in_name + "; an output may alias an input only as the very same view");
 }
 
-// A result buffer: dtype `dt`, exactly [rows, cols], row-major contiguous.
-template <class P>
-P* result_buffer(const Spec& spec, const std::string& name, int dt, int64_t rows, int64_t cols) {
-    const Checked c = check_view(spec, name);
-    if (c.v.dtype != dt) throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + ", expected " + DTYPE_NAMES[dt]);
-    if (c.sizes != std::vector<int64_t>{rows, cols})
-        fail(name + ": shape " + join(c.sizes) + ", expected " + join({rows, cols}));
-    if (c.v.numel > 0 && !c.v.contiguous) fail(name + ": must be contiguous");
-    return reinterpret_cast<P*>(const_cast<char*>(c.v.data));
-}
-
-// Rows of a result: dtype `dt`, [rows, cols] with unit column stride and rows `stride` elements apart
-// (>= cols: e.g. the counts and the moments columns of the probe's 9-word record rows).
+// A result: dtype `dt`, exactly [rows, cols], columns adjacent and rows `stride` >= cols elements apart
+// (row-major contiguous, or e.g. the counts and the moments columns of the probe's 9-word record rows).
 template <class P>
 struct ResultRows {
     P* data;
@@ -304,7 +293,7 @@ void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec
     const int64_t n = a.v.numel;
     if (rows < 0 || (rows == 0 && n != 0) || (rows > 0 && n % rows != 0))
         fail(std::to_string(n) + " elements cannot be cut into " + std::to_string(rows) + " equal rows");
-    double* out = result_buffer<double>(out_spec, "out", F64, rows, 6);
+    const auto out = result_rows<double>(out_spec, "out", F64, rows, 6);
     check_threads(threads);
     std::vector<PairRaw> res((size_t)rows);
     {
@@ -314,7 +303,7 @@ void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec
     for (int64_t r = 0; r < rows; ++r) {
         const PairRaw& p = res[(size_t)r];
         const double vals[6] = {p.n, p.dot, p.a2, p.b2, p.d2, p.mx};
-        std::copy(vals, vals + 6, out + 6 * r);
+        std::copy(vals, vals + 6, out[r]);
     }
 }
 
@@ -408,9 +397,9 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     }
     A.want_stats = want_stats;
     A.stream = numel * ITEMSIZE[x.v.dtype] >= STREAM_BYTES;
-    int64_t* clipped = result_buffer<int64_t>(clipped_spec, "clipped", I64, 1, 1);
-    int64_t* counts = result_buffer<int64_t>(counts_spec, "counts", I64, 2, 5);
-    double* moments = result_buffer<double>(moments_spec, "moments", F64, 2, 4);
+    int64_t* clipped = result_rows<int64_t>(clipped_spec, "clipped", I64, 1, 1)[0];
+    const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, 2, 5);
+    const auto moments = result_rows<double>(moments_spec, "moments", F64, 2, 4);
     check_threads(threads);
 
     StepOut out;
@@ -419,8 +408,8 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
         (g_isa == AVX2 ? avx2::fused_step : base::fused_step)(A, &out, threads);
     }
     *clipped = out.clipped;
-    write_raw(out.prev, counts, moments);
-    write_raw(out.x0, counts + 5, moments + 4);
+    write_raw(out.prev, counts[0], moments[0]);
+    write_raw(out.x0, counts[1], moments[1]);
 }
 
 }  // namespace

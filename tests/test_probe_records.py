@@ -10,16 +10,14 @@ import torch
 import fastdiff as fd
 from fastdiff.probe.buffer import TENSOR_WORDS, Part
 from fastdiff.probe.records import build_records
-from fastdiff.stats import split_raw_rows
+from fastdiff.stats import write_raw_rows
 
 
 def raw_words(*tensors: torch.Tensor) -> np.ndarray:
     """The raw rows of each tensor's stats, back to back, as the record buffer holds them."""
     table = torch.empty(len(tensors), TENSOR_WORDS, dtype=torch.int64)
-    counts, moments = split_raw_rows(table)
     for i, t in enumerate(tensors):
-        c, m = fd.tensor_stats(t, backend="torch").raw
-        counts[i], moments[i] = c, m
+        write_raw_rows(table[i], *fd.tensor_stats(t, backend="torch").raw)
     return table.reshape(-1).numpy()
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..probe.reader import scan_jsonl
+from ..probe.records import KINDS
 
-KINDS = ("tensor", "pair", "scalar")
 TENSOR_INT = ("count", "nan_count", "posinf_count", "neginf_count", "zero_count")
 TENSOR_FLOAT = ("min", "max", "mean", "std", "absmax", "l2")
 PAIR_FLOAT = ("cos", "norm_ratio", "mse", "max_abs_diff")

@@ -266,7 +266,7 @@ class Recorder:
         raise TypeError(f"log_scalar needs a float or a one-element tensor; {name!r} got a {type(value).__name__}")
 
     def _add_tensor_rows(self, names, roles, counts, moments, device) -> None:
-        """A block of whole-tensor records (multi_tensor_stats rows) in one device copy."""
+        """A run of whole-tensor records (multi_tensor_stats / update_stats rows) in fresh buffer rows."""
         index, buf = self._buffer(device)
         offset = buf.put_tensor_rows(counts, moments)
         self._parts.append(Part(self._step, names, "tensor", roles, index, offset, width=TENSOR_WORDS))

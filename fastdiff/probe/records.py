@@ -32,6 +32,8 @@ from ..stats import (
     TensorStats,
     merge_pair_raw,
     reduce_raw,
+    split_raw_rows,
+    write_raw_rows,
 )
 from .buffer import PAIR_WORDS, TENSOR_WORDS, Part
 from .encode import json_string, jsonl_rows, strict_json
@@ -172,13 +174,14 @@ def _merge_ranges(table: torch.Tensor, starts: np.ndarray, lengths: np.ndarray, 
 
 
 def _tensor_merge(rows: torch.Tensor) -> torch.Tensor:  # [m, G, 9] -> [G, 9]
-    counts, moments = reduce_raw(rows[..., :5], rows[..., 5:].view(torch.float64), dim=0)
-    return torch.cat([counts, moments.view(torch.int64)], dim=-1)
+    merged = torch.empty(rows.shape[1:], dtype=torch.int64)
+    write_raw_rows(merged, *reduce_raw(*split_raw_rows(rows), dim=0))
+    return merged
 
 
 def _tensor_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Count fields int64 [R, 5] and float fields float64 [R, 6] of raw tensor rows [R, 9]."""
-    stats = TensorStats(rows[:, :5].contiguous(), rows[:, 5:].contiguous().view(torch.float64))
+    stats = TensorStats(*split_raw_rows(rows))
     floats = torch.stack([getattr(stats, f) for f in FLOAT_FIELDS], dim=1)
     return stats.counts.numpy(), floats.numpy()
 

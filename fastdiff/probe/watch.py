@@ -178,15 +178,11 @@ class Watch:
             blocks = [("param", b) for b in params] if self.params else []
             blocks += [("grad", grad_block)] if grads else []
             blocks += [("update", b) for b in updates]
-            if blocks:
-                names = [self._names[kind][i] for kind, (positions, _, _) in blocks for i in positions]
-                roles = [kind for kind, (positions, _, _) in blocks for _ in positions]
-                counts = torch.cat([c for _, (_, c, _) in blocks]) if len(blocks) > 1 else blocks[0][1][1]
-                moments = torch.cat([m for _, (_, _, m) in blocks]) if len(blocks) > 1 else blocks[0][1][2]
-                rec._add_tensor_rows(names, roles, counts, moments, device)
-            if ratios:
-                names = [self._names["update_ratio"][i] for positions, _ in ratios for i in positions]
-                values = torch.cat([r for _, r in ratios]) if len(ratios) > 1 else ratios[0][1]
+            for kind, (positions, counts, moments) in blocks:  # each straight into the record buffer
+                names = [self._names[kind][i] for i in positions]
+                rec._add_tensor_rows(names, [kind] * len(names), counts, moments, device)
+            for positions, values in ratios:
+                names = [self._names["update_ratio"][i] for i in positions]
                 rec._add_scalar_rows(names, ["update"] * len(names), values, device)
         for key in set(self._snapshots) - used:  # parameters moved to another device or dtype
             del self._snapshots[key]
