@@ -229,10 +229,34 @@ def test_early_model_clips_at_high_noise(tmp_path):
 
 
 def test_clip_statistics_without_clipping(tmp_path):
+    # a model that needs no clipping (the exact denoiser of Gaussian data), sampled without it: nothing clipped
+    mean, std = 0.5, 0.3
+
+    def eps_model(x, t):
+        a = SCHEDULE.alpha[t].float().reshape(-1, 1, 1)
+        s = SCHEDULE.sigma[t].float().reshape(-1, 1, 1)
+        return (x - a * gaussian_denoiser(x, a, s, mean=mean, std=std)) / s
+
+    path = tmp_path / "run.jsonl"
+    with fd.Recorder(path) as rec:
+        result = sample(eps_model, ddim(SCHEDULE, 20), torch.randn(64, 1, 32), progress=False)
+        for row in result.step_stats():
+            rec.log_scalar("sample/clipped_frac", row["clipped_frac"])
+            rec.step()
+        rec.log("samples", result.sample)
+        rec.log("real", gaussian_data(64 * 32, 1, mean=mean, std=std, seed=1).reshape(64, 1, 32))
+    f = finding(diagnose(path), "clip_saturation")
+    assert f.status == "ok" and f.evidence["max_fraction"] == 0, f.summary
+
+
+def test_undertrained_model_without_clipping_blows_up(tmp_path):
+    # report 001 before its fix: a barely trained eps model sampled by DDIM without x0 clipping; its x0
+    # estimates run away (|x0| in the hundreds for data in [-1, 1]) although nothing was clipped
     run = train_run(tmp_path / "run.jsonl", steps=10)
-    sample_run(run, clip=None)
+    generated = sample_run(run, clip=None)
     f = finding(diagnose(run.path), "clip_saturation")
-    assert f.status == "ok" and f.evidence["max_fraction"] == 0
+    assert f.status == "fail" and "blew up" in f.summary, f.summary
+    assert f.evidence["blowup"]["absmax"] > 10 and float(generated.abs().max()) > 10
 
 
 def test_report_002_eps_model_sampled_as_x0(tmp_path):

@@ -82,6 +82,7 @@ def test_two_gloo_ranks_merge_exactly(tmp_path):
         for k, v in want_pair.items():
             assert got[step, "a~b"][k] == pytest.approx(v, rel=1e-12)
         assert got[step, "loss"]["value"] == pytest.approx(step + 0.5)  # mean over ranks
+        assert got[step, "loss"]["logs"] == WORLD
 
         solo = fd.tensor_stats(data[1]["x"], backend="torch").to_dict()
         assert got[step, "only_rank1"]["mean"] == solo["mean"]

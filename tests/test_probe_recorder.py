@@ -152,7 +152,8 @@ def test_same_name_twice_in_a_step_merges_as_concatenation(tmp_path):
     assert rows["std"] == pytest.approx(want_rows["std"], rel=1e-9)
     want_pair = fd.pair_stats(torch.cat([c, d[:5]]), torch.cat([d, c[:5]]), backend="torch").to_dict()
     assert got["p"] == pytest.approx({"step": 0, "name": "p", "kind": "pair", "role": None, **want_pair}, rel=1e-12)
-    assert got["loss"]["value"] == 1.5
+    assert got["loss"]["value"] == 1.5 and got["loss"]["logs"] == 2  # the mean of two calls, and how many
+    assert "logs" not in got["x"] and "logs" not in got["p"]  # tensors and pairs merge exactly: nothing to say
 
 
 def test_every_and_flush_every(tmp_path):

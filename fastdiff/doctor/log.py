@@ -25,7 +25,7 @@ PAIR_FLOAT = ("cos", "norm_ratio", "mse", "max_abs_diff")
 BASE_KEYS = ("step", "name", "kind", "role")
 FIELDS = {"tensor": TENSOR_INT + TENSOR_FLOAT, "pair": PAIR_FLOAT, "scalar": ("value",)}
 # keys a writer may add that the doctor knows and ignores (not counted as unknown)
-KNOWN_EXTRA = ("time", "rank", "dtype", "shape", "every", "per_sample")
+KNOWN_EXTRA = ("time", "rank", "dtype", "shape", "every", "per_sample", "hist", "logs")
 
 
 class LogError(ValueError):
@@ -40,6 +40,7 @@ class Record:
     role: str | None
     fields: dict[str, float | None]
     line: int = 0
+    logs: int = 1  # calls merged into this record (a scalar's value is their mean)
 
     def get(self, key: str) -> float | None:
         v = self.fields.get(key)
@@ -54,6 +55,8 @@ class RunLog:
     unknown_keys: int = 0
     unknown_kinds: int = 0
     bad_lines: list[str] = field(default_factory=list)
+    role_notes: list[str] = field(default_factory=list)  # how the doctor placed tensors logged without a role
+    unplaced: list[str] = field(default_factory=list)  # tensor names it could not place
 
     def names(self, kind: str | None = None, role: str | None = None) -> list[str]:
         seen: dict[str, None] = {}
@@ -75,6 +78,17 @@ class RunLog:
                 out[r.name].append(r)
         return {k: sorted(v, key=lambda r: r.step) for k, v in out.items()}
 
+    def training_steps(self) -> set[int]:
+        """Steps that logged a loss: the steps where the model was being trained."""
+        return {r.step for r in self.records if r.kind == "scalar" and r.role == "loss"}
+
+    def first_nonfinite(self) -> tuple[int, str] | None:
+        """(step, name) where a NaN/Inf first shows in a tensor, pair or loss record (None if never)."""
+        from .rules import nonfinite_records
+
+        hits = nonfinite_records(self)
+        return (hits[0].step, hits[0].name) if hits else None
+
     @property
     def steps(self) -> tuple[int, int]:
         s = [r.step for r in self.records]
@@ -91,6 +105,7 @@ class RunLog:
             out.append(f"{self.unknown_kinds} records of unknown kinds skipped")
         if self.bad_lines:
             out.append(f"{len(self.bad_lines)} invalid lines skipped, e.g. {self.bad_lines[0]}")
+        out.extend(self.role_notes)
         return out
 
 
@@ -154,6 +169,9 @@ def parse_record(obj, line: int, log: RunLog) -> Record | None:
     role = obj.get("role")
     if role is not None and not isinstance(role, str):
         raise ValueError(f"line {line}: 'role' must be a string or null; got {role!r}")
+    logs = obj.get("logs", 1)
+    if isinstance(logs, bool) or not isinstance(logs, int) or logs < 1:
+        raise ValueError(f"line {line}: 'logs' must be an integer >= 1; got {logs!r}")
     values = {}
     per_sample = False
     for key, v in obj.items():
@@ -181,7 +199,7 @@ def parse_record(obj, line: int, log: RunLog) -> Record | None:
             )
             for k, v in values.items()
         }
-    return Record(step=step, name=obj["name"], kind=kind, role=role, fields=values, line=line)
+    return Record(step=step, name=obj["name"], kind=kind, role=role, fields=values, line=line, logs=logs)
 
 
 def read_text(text: str | bytes, path: str = "<text>") -> RunLog:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import param
+from ..samplers.loop import model_output
 from ..schedule import Schedule
 from .rules import Finding
 
@@ -78,7 +79,9 @@ class TargetReport:
             "prediction_type",
             "fail",
             f"the model predicts {best!r} but the sampler reads it as {want!r}: its x0 estimate is off by "
-            f"up to {worst:.3g}x the data scale (at t={at:g}), so samples come out as noise (report 002)",
+            f"up to {worst:.3g}x the data scale (at t={at:g}), so samples come out as noise (report 002: a loss "
+            "that fell fine, samples that were N(0, sigma^2); sample with prediction_type="
+            f"{best!r})",
             ev,
         )
 
@@ -129,9 +132,8 @@ def which_target(
         x_t = a * x0 + s * eps
         t_in = torch.full((x0.shape[0],), t, device=x0.device)
         t_in = t_in.long() if schedule is not None else t_in
-        out = model(x_t, model_time(t_in) if model_time is not None else t_in)
-        if out.shape != x0.shape:
-            raise ValueError(f"the model returned shape {tuple(out.shape)} for input {tuple(x0.shape)}")
+        # a tensor, diffusers' UNet2DOutput (`.sample`) or a tuple whose first item is the output
+        out = model_output(model(x_t, model_time(t_in) if model_time is not None else t_in), x_t, f"at t={t:g}")
         errors = {p: _rel_mse(out, param.target(p, x0, eps, a, s)) for p in candidates}
         report.levels.append(Level(t=t, alpha=a, sigma=s, rel_error=errors))
         for p in candidates:  # what a sampler reading the output as p would take for x0

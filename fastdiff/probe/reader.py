@@ -21,7 +21,7 @@ BASE_KEYS = ("step", "name", "kind", "role")
 KIND_KEYS = {
     "tensor": frozenset(BASE_KEYS + TENSOR_FIELDS + ("per_sample", "hist")),
     "pair": frozenset(BASE_KEYS + PAIR_FIELDS + ("per_sample",)),
-    "scalar": frozenset(BASE_KEYS + ("value",)),
+    "scalar": frozenset(BASE_KEYS + ("value", "logs")),
 }
 
 

@@ -4,7 +4,9 @@ Parts with the same (step, name) — the same name logged twice in a step (micro
 several ranks — merge into one record exactly as if their tensors had been concatenated:
 tensor stats with `fastdiff.stats.reduce_raw` (exact counts and min/max, Chan's merge in float64),
 pair stats by adding their sums (max for max |a - b|), per-sample rows by concatenation; scalars
-are averaged (the mean loss over micro-batches / ranks). All of it is vectorised over the records.
+are averaged (the mean loss over micro-batches / ranks), and such a record carries `logs`: the number
+of calls averaged (so a count logged at every sampling step of one record step can be summed back).
+All of it is vectorised over the records.
 
 A record is a dict in the JSONL layout of API.md section 3: step, name, kind, role, then the fields
 of section 1 (`value` for scalars), non-finite numbers as None; per-sample records add
@@ -298,7 +300,10 @@ def build_records(snapshots: Sequence[Snapshot]) -> Records:
         block_of[chosen], row_of[chosen] = len(blocks), np.arange(len(chosen))
         if columns is None:  # scalars
             values = _scalar_values(words, parts, own, sizes[chosen])
-            blocks.append(Block("scalar", steps, names, roles, np.empty((len(values), 0), np.int64), values[:, None]))
+            block = Block("scalar", steps, names, roles, np.empty((len(values), 0), np.int64), values[:, None])
+            for i in np.nonzero(sizes[chosen] > 1)[0].tolist():  # a mean of several calls says how many
+                block.extras[i] = {"logs": int(sizes[chosen][i])}
+            blocks.append(block)
             continue
         part_rows = parts.rows[own]
         table = _gather_rows(words, parts.rank[own], parts.buffer[own], parts.offset[own], part_rows, width)
