@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="directory for the figure (default: <tmp>/fastdiff-demo)")
+    p.add_argument("--out", default=None, help="folder for the log, report and figure (default: ./fastdiff-demo)")
     p.add_argument("--quick", action="store_true", help="train and sample less (a few seconds; for tests)")
     p.add_argument("--seed", type=int, default=0)
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
+import shutil
+import sys
 import time
 
 import torch
@@ -33,6 +34,8 @@ from .probe import Recorder
 from .samplers import ddim, dpmpp, euler, sample
 from .schedule import Schedule, check_schedule
 from .train import train_denoiser
+
+DEFAULT_OUT = "fastdiff-demo"  # in the current folder: yours, not a /tmp path shared with other users
 
 
 def wasserstein1(a: torch.Tensor, b: torch.Tensor, quantiles: int = 512) -> float:
@@ -53,21 +56,36 @@ def moments(x: torch.Tensor) -> dict:
 
 
 def text_histogram(real: torch.Tensor, gen: torch.Tensor, label: str, bins: int = 16, width: int = 28) -> str:
-    """Two histograms side by side on the same bins over [-1.2, 1.2] (fractions of values per bin)."""
+    """Two histograms side by side on the same bins over [-1.2, 1.2] (fractions of values per bin).
+
+    Values outside the range are not piled into the edge bins (that draws spikes that are not in the data):
+    they are counted on their own rows, below and above."""
     lo, hi = -1.2, 1.2
     edges = torch.linspace(lo, hi, bins + 1)
 
     def frac(x):
-        v = x.detach().reshape(-1).float().clamp(lo, hi - 1e-6)
-        return torch.histc(v, bins=bins, min=lo, max=hi) / v.numel()
+        v = x.detach().reshape(-1).float()
+        inside = v[(v >= lo) & (v < hi)]
+        below, above = float((v < lo).sum()) / v.numel(), float((v >= hi).sum()) / v.numel()
+        return torch.histc(inside, bins=bins, min=lo, max=hi) / v.numel(), below, above
 
-    fr, fg = frac(real), frac(gen)
-    top = float(max(fr.max(), fg.max()))
+    (fr, r_lo, r_hi), (fg, g_lo, g_hi) = frac(real), frac(gen)
+    top = float(max(fr.max(), fg.max(), 1e-12))
+
+    def bar(f: float) -> str:
+        return "#" * round(width * f / top)
+
+    def outside(edge: str, r: float, g: float) -> str:
+        return f"  {edge:>13}  {f'{r:.0%} of values':<{width}}  {f'{g:.0%} of values':<{width}}"
+
     lines = [f"  {'value':>12}  {'real':<{width}}  {label:<{width}}"]
+    if r_lo or g_lo:
+        lines.append(outside(f"< {lo:+.2f}", r_lo, g_lo))
     for i in range(bins):
-        r = "#" * round(width * float(fr[i]) / top)
-        g = "#" * round(width * float(fg[i]) / top)
+        r, g = bar(float(fr[i])), bar(float(fg[i]))
         lines.append(f"  [{float(edges[i]):+.2f},{float(edges[i + 1]):+.2f})  {r:<{width}}  {g:<{width}}")
+    if r_hi or g_hi:
+        lines.append(outside(f">= {hi:+.2f}", r_hi, g_hi))
     return "\n".join(lines)
 
 
@@ -84,8 +102,11 @@ def _png(path: str, real: torch.Tensor, generated: dict, wrong: torch.Tensor) ->
     axes[0].hist(real.reshape(-1).tolist(), bins=bins, density=True, alpha=0.5, label="real", color="k")
     for name, x in generated.items():
         axes[0].hist(x.reshape(-1).tolist(), bins=bins, density=True, histtype="step", label=name)
-    axes[0].hist(wrong.reshape(-1).clamp(-1.5, 1.5).tolist(), bins=bins, density=True, histtype="step", ls="--",
-                 label="eps read as x0 (report 002)")  # fmt: skip
+    flat = wrong.reshape(-1)
+    outside = float((flat.abs() > 1.5).double().mean())  # drawn as they are, not clamped into edge spikes
+    weights = torch.full_like(flat, 1.0 / (flat.numel() * (bins[1] - bins[0]))).tolist()  # density of all values
+    axes[0].hist(flat.tolist(), bins=bins, weights=weights, histtype="step", ls="--",
+                 label=f"eps read as x0 (report 002; {outside:.0%} of its values beyond ±1.5, not shown)")  # fmt: skip
     axes[0].set_title("value distribution: real vs generated")
     axes[0].legend(fontsize=8)
     first = next(iter(generated.values()))
@@ -148,11 +169,14 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     torch.manual_seed(seed)
     net = UNet1D(channels=(16, 32), t_dim=32)
     n_params = sum(p.numel() for p in net.parameters())
-    out = out or os.path.join(tempfile.gettempdir(), "fastdiff-demo")
+    out = os.path.abspath(out or DEFAULT_OUT)
     os.makedirs(out, exist_ok=True)
     log_path = os.path.join(out, "run.jsonl")
     rec = Recorder(log_path, flush_every=100)
     watch = rec.watch(net, params=True, grads=True, every=10)
+
+    every = max(1, train_steps // 10)
+    train_start = time.perf_counter()
 
     def probe(i: int, tensors: dict) -> None:  # the training loop's hook: device-side stats, no sync
         for name in ("x0", "t", "noise", "x_t", "pred", "target"):
@@ -160,6 +184,9 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
         rec.log_pair("pred~target", tensors["pred"], tensors["target"])
         rec.log_scalar("loss", tensors["loss"].detach())
         rec.step()
+        if (i + 1) % every == 0:  # progress: one host read of the loss every tenth of the run
+            elapsed = time.perf_counter() - train_start
+            print_fn(f"  step {i + 1:>5}/{train_steps}  loss {float(tensors['loss']):.4f}  ({elapsed:.0f}s)")
 
     tr = train_denoiser(net, data, schedule, prediction_type="epsilon", steps=train_steps, batch_size=64, lr=3e-3,
                         seed=seed, max_seconds=train_seconds, on_step=probe)  # fmt: skip
@@ -237,6 +264,7 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     checks = [target.finding("sample"), target.finding("epsilon"), compare_samples(wrong, real)[1]]
     checks.append(compare_samples(generated[best], real)[1])
     for label, f in zip(("sampler as x0", "sampler as eps", "eps-as-x0 samples", f"{best} samples"), checks):
+        f.label = label  # the report and its JSON keep it: two prediction_type findings are told apart
         print_fn(f"  {label:<18} {f.status.upper():>4}  {f.summary}")
     result["target"] = target.predicted
     result["checks"] = {f"{f.id}:{i}": f.status for i, f in enumerate(checks)}
@@ -252,7 +280,28 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
     png = _png(os.path.join(out, "demo.png"), real, generated, wrong)
     result["png"] = png
     print_fn(f"\n  figure: {png}" if png else "\n  (matplotlib not installed: no figure; pip install 'fastdiff[plot]')")
-    print_fn(f"  doctor report: {md} (+ report.json, plots); re-run it with: fastdiff doctor {log_path}")
+    cli = command_line()
+    print_fn(f"  doctor report: {md} (+ report.json, plots)")
     result["seconds"] = time.perf_counter() - t_start
     print_fn(f"  demo done in {result['seconds']:.1f}s; everything is in {out}")
+    print_fn("\nNext, on your own runs (docs/findings.md says what each finding means):")
+    print_fn(f"  {cli} doctor {log_path}        # the doctor on this run's log again")
+    print_fn(f"  {cli} doctor --help")
+    print_fn(f"  {cli} bench --quick")
+    if cli != "fastdiff":
+        print_fn(
+            f"  ('fastdiff' alone works after: source {os.path.join(os.path.dirname(sys.executable), 'activate')})"
+        )
     return result
+
+
+def command_line() -> str:
+    """How to call the `fastdiff` command from here: `fastdiff` when the shell finds this one, else its path
+    (the venv that `make demo` made is not on PATH until activated)."""
+    here = os.path.join(os.path.dirname(sys.executable), "fastdiff")
+    found = shutil.which("fastdiff")
+    if found and os.path.realpath(found) == os.path.realpath(here):
+        return "fastdiff"
+    if os.path.exists(here):
+        return os.path.relpath(here) if not os.path.relpath(here).startswith("..") else here
+    return f"{sys.executable} -m fastdiff"

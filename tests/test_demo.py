@@ -43,6 +43,23 @@ def test_demo(tmp_path):
     statuses = {f["id"]: f["status"] for f in report["findings"][:10]}
     assert statuses["clip_saturation"] != "skip" and statuses["fm_alignment"] == "ok"  # the demo logged them
     assert "predicts **epsilon**" in (tmp_path / "report.md").read_text()
+    # findings of one id are told apart by their labels, in the terminal, report.md and report.json alike
+    labels = {f.get("label") for f in report["findings"] if f["id"] == "prediction_type"}
+    assert labels == {"sampler as x0", "sampler as eps"}
+    assert "`prediction_type` (sampler as x0)" in (tmp_path / "report.md").read_text()
+    # progress while training, and how to run the command line afterwards
+    assert sum(line.lstrip().startswith("step ") for line in lines) == 10
+    assert any(" doctor " + str(tmp_path / "run.jsonl") in line for line in lines)
+    assert "eps read as x0" in text and "% of values" in text  # values beyond the histogram: counted, not piled
+
+
+def test_demo_default_folder_is_the_current_one(tmp_path, monkeypatch):
+    from fastdiff import demo
+
+    monkeypatch.chdir(tmp_path)
+    assert os.path.abspath(demo.DEFAULT_OUT) == str(tmp_path / "fastdiff-demo")
+    cli = demo.command_line()
+    assert cli == "fastdiff" or cli.endswith("fastdiff") or cli.endswith("-m fastdiff")
 
 
 def test_cli(capsys):

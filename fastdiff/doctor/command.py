@@ -44,7 +44,7 @@ def _print_findings(findings: list[Finding]) -> None:
     from .report import STATUS_LABEL
 
     for f in findings:
-        print(f"  {STATUS_LABEL[f.status]:>4}  {f.id:<22} {f.summary}")
+        print(f"  {STATUS_LABEL[f.status]:>4}  {f.title:<22} {f.summary}")
 
 
 def _write_json(path: str | None, payload: dict) -> None:

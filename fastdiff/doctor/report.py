@@ -50,11 +50,14 @@ class Report:
         lines.append(", ".join(f"{n} {STATUS_LABEL[s]}" for s, n in counts.items() if n) + ".")
         lines += ["", "| finding | status | summary |", "| --- | --- | --- |"]
         for f in self.findings:
-            lines.append(f"| `{f.id}` | {STATUS_LABEL[f.status]} | {f.summary.replace('|', chr(92) + '|')} |")
+            name = f"`{f.id}`" + (f" ({f.label})" if f.label else "")
+            lines.append(f"| {name} | {STATUS_LABEL[f.status]} | {f.summary.replace('|', chr(92) + '|')} |")
         for f in self.findings:
             if f.status == "skip":
                 continue
-            lines += ["", f"## `{f.id}`: {STATUS_LABEL[f.status]}", "", f.summary, ""]
+            label = f" ({f.label})" if f.label else ""
+            lines += ["", f"## `{f.id}`{label}: {STATUS_LABEL[f.status]}", "", f.summary, ""]
+            lines += [f"What it checks and what to do: fastdiff's docs/findings.md, section `{f.id}`.", ""]
             if f.id in self.plots:
                 lines += [f"![{f.id}]({self.plots[f.id]})", ""]
             if f.evidence:
@@ -80,7 +83,7 @@ class Report:
 
     def summary_lines(self) -> list[str]:
         """One line per finding, for the terminal."""
-        return [f"  {STATUS_LABEL[f.status]:>4}  {f.id:<22} {f.summary}" for f in self.findings]
+        return [f"  {STATUS_LABEL[f.status]:>4}  {f.title:<22} {f.summary}" for f in self.findings]
 
 
 # --- plots ----------------------------------------------------------------------------------------
@@ -129,7 +132,6 @@ def plot_log(log: RunLog, out_dir: str | Path, prefix: str = "") -> dict[str, st
         ("timestep_distribution", ("t",)),
         ("forward_process", ("noise", "x_t")),
         ("prediction_range", ("pred", "target", "pred_x0")),
-        ("samples_like_noise", ("sample", "real")),
     ]
     for key, roles in role_plots:
         groups = log.by_role(*roles)
@@ -142,7 +144,8 @@ def plot_log(log: RunLog, out_dir: str | Path, prefix: str = "") -> dict[str, st
             steps = [r.step for r in recs]
             mean = [r.get("mean") for r in recs]
             std = [r.get("std") or 0.0 for r in recs]
-            ax.plot(steps, mean, lw=1, label="mean")
+            few = "o" if len(recs) < 3 else None  # a series of one or two points is invisible as a line
+            ax.plot(steps, mean, lw=1, marker=few, label="mean")
             ax.fill_between(
                 steps,
                 [m - s for m, s in zip(mean, std)],
@@ -150,39 +153,112 @@ def plot_log(log: RunLog, out_dir: str | Path, prefix: str = "") -> dict[str, st
                 alpha=0.3,
                 label="mean ± std",
             )
-            ax.plot(steps, [r.get("min") for r in recs], lw=0.5, color="gray")
-            ax.plot(steps, [r.get("max") for r in recs], lw=0.5, color="gray", label="min / max")
+            ax.plot(steps, [r.get("min") for r in recs], lw=0.5, color="gray", marker=few)
+            ax.plot(steps, [r.get("max") for r in recs], lw=0.5, color="gray", marker=few, label="min / max")
             ax.set_title(f"{name} ({recs[0].role if recs else ''})", fontsize=9)
             ax.set_xlabel("step")
         axes[0][0].legend(fontsize=7)
         save(fig, key, f"stats_{key}")
+
+    _samples_plot(plt, log, save)
 
     pairs = log.names(kind="pair")
     if pairs:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3))
         for name in pairs[:8]:
             recs = log.series(name, "pair")
-            a1.plot([r.step for r in recs], [r.get("cos") for r in recs], lw=1, label=name)
-            a2.plot([r.step for r in recs], [r.get("norm_ratio") for r in recs], lw=1, label=name)
+            few = "o" if len(recs) < 3 else None
+            a1.plot([r.step for r in recs], [r.get("cos") for r in recs], lw=1, marker=few, label=name)
+            a2.plot([r.step for r in recs], [r.get("norm_ratio") for r in recs], lw=1, marker=few, label=name)
         a1.set(title="cos(pred, target)", xlabel="step")
         a2.set(title="|pred| / |target|", xlabel="step")
         a2.set_yscale("log")
         a1.legend(fontsize=6)
         save(fig, "fm_alignment", "alignment")
 
-    params = log.by_role("param")
-    if params:
-        fig, ax = plt.subplots(figsize=(6, 3))
-        for name, recs in list(params.items())[:12]:
-            l2 = [(r.step, r.get("l2")) for r in recs if r.get("l2")]
-            if len(l2) > 1:
-                base = l2[0][1]
-                ax.plot([s for s, _ in l2], [abs(v / base - 1) + 1e-12 for _, v in l2], lw=0.8, label=name)
-        ax.set_yscale("log")
-        ax.set(title="|w| relative change since first record", xlabel="step")
-        ax.legend(fontsize=5)
-        save(fig, "params_frozen", "params")
+    _params_plot(plt, log, save)
     return made
+
+
+def _samples_plot(plt, log: RunLog, save) -> bool:
+    """Generated vs real values as boxes (range, mean ± std) — what samples_like_noise compares; a log holds
+    each once, so a curve over steps would be empty axes. N(0, s^2) of the samples' own std for reference."""
+    samples = log.by_role("sample")
+    real = log.by_role("real")
+    if not real:
+        steps = log.training_steps()
+        real = {n: [r for r in recs if not steps or r.step in steps] for n, recs in log.by_role("x0").items()}
+        real = {n: recs for n, recs in real.items() if recs}
+    if not samples or not real:
+        return False
+    from .rules import aggregate
+
+    rows = []
+    for name, recs in samples.items():
+        last = max(r.step for r in recs)
+        rows.append((f"{name}\n(generated)", aggregate([r for r in recs if r.step == last]), "C1"))
+    for name, recs in real.items():
+        rows.append((f"{name}\n(real)", aggregate(recs), "C0"))
+    rows = [r for r in rows if r[1].mean is not None and r[1].std is not None][:6]
+    if not rows:
+        return False
+    gen_std = rows[0][1].std
+    rows.append((f"N(0, {gen_std:.3g}²)\n(reference)", None, "gray"))
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 1.5, 3.2))
+    for i, (_label, a, color) in enumerate(rows):
+        if a is None:  # +- 1 and 3 std of the normal with the samples' std
+            ax.vlines(i, -3 * gen_std, 3 * gen_std, color=color, lw=1)
+            ax.vlines(i, -gen_std, gen_std, color=color, lw=10, alpha=0.5)
+            ax.plot(i, 0, "o", color="k", ms=4)
+            continue
+        ax.vlines(i, a.min, a.max, color=color, lw=1, label="range" if i == 0 else None)
+        ax.vlines(
+            i, a.mean - a.std, a.mean + a.std, color=color, lw=10, alpha=0.5, label="mean ± std" if i == 0 else None
+        )
+        ax.plot(i, a.mean, "o", color="k", ms=4, label="mean" if i == 0 else None)
+    ax.set_xticks(range(len(rows)), [r[0] for r in rows], fontsize=7)
+    ax.set(title="generated vs real values (what samples_like_noise compares)", ylabel="value")
+    ax.legend(fontsize=7)
+    save(fig, "samples_like_noise", "samples")
+    return True
+
+
+def _params_plot(plt, log: RunLog, save) -> None:
+    """‖Δw‖/‖w‖ per watched step — the evidence params_frozen judges — as the median and 10..90% band over the
+    parameters, with the ones that stopped moving drawn one by one (a legend of a few names, not seventy)."""
+    ratios: dict[str, list[tuple[int, float]]] = {}
+    for r in log.records:
+        if r.kind == "scalar" and r.name.startswith("update_ratio/") and r.get("value") is not None:
+            ratios.setdefault(r.name[len("update_ratio/") :], []).append((r.step, r.get("value")))
+    if not ratios:
+        return
+    import numpy as np
+
+    steps = sorted({s for series in ratios.values() for s, _ in series})
+    at = {s: i for i, s in enumerate(steps)}
+    table = np.full((len(ratios), len(steps)), np.nan)
+    for k, series in enumerate(ratios.values()):
+        for s, v in series:
+            table[k, at[s]] = v
+    floor = 1e-12  # zero updates drawn at the floor of the log axis
+    shown = np.where(np.isfinite(table), np.maximum(table, floor), np.nan)
+    stalled = [name for name, series in ratios.items() if len(series) >= 2 and all(v <= floor for _, v in series[-2:])]
+    moving = [k for k, name in enumerate(ratios) if name not in stalled]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    if moving:
+        with np.errstate(all="ignore"):
+            lo, med, hi = (np.nanpercentile(shown[moving], q, axis=0) for q in (10, 50, 90))
+        ax.fill_between(steps, lo, hi, alpha=0.25, label=f"10..90% of the {len(moving)} moving parameters")
+        ax.plot(steps, med, lw=1.2, label="their median")
+    for name in stalled[:5]:
+        series = ratios[name]
+        ax.plot([s for s, _ in series], [max(v, floor) for _, v in series], lw=0.8, ls="--", label=f"{name} (stopped)")
+    if len(stalled) > 5:
+        ax.plot([], [], " ", label=f"... {len(stalled) - 5} more stopped")
+    ax.set_yscale("log")
+    ax.set(title="‖Δw‖ / ‖w‖ per watched step (params_frozen)", xlabel="step", ylabel="no change = 1e-12")
+    ax.legend(fontsize=6)
+    save(fig, "params_frozen", "params")
 
 
 def histogram_plot(real, generated, out_path: str | Path, title: str = "generated vs real", bins: int = 80) -> bool:
