@@ -90,3 +90,101 @@ def test_samples_noise_against_spectra(tmp_path, capsys):
     torch.save([1, 2], tmp_path / "list.pt")
     assert main(["doctor", "samples", str(tmp_path / "list.pt"), str(tmp_path / "real.pt")]) == 2
     assert "accepted: a tensor" in capsys.readouterr().err
+
+
+# --- checkpoints as people save them (issue 19) -----------------------------------------------------
+
+
+def _net(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 2))
+
+
+def test_checkpoint_with_args_namespace_and_numpy_step(tmp_path, capsys):
+    import argparse
+
+    import numpy as np
+
+    net = _net()
+    args = argparse.Namespace(lr=1e-4, data="/data", steps=100_000)
+    torch.save({"args": args, "global_step": np.int64(82000), "model": {"ema": net.state_dict()}}, tmp_path / "a.pt")
+    with torch.no_grad():
+        net[2].weight.add_(0.1)
+    torch.save({"args": args, "global_step": np.int64(100000), "state_dict": net.state_dict()}, tmp_path / "b.pt")
+    js = tmp_path / "diff.json"
+    rc = main(["doctor", "checkpoints", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--json", str(js)])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == "" and "4 parameters" in out  # read safely, weights found at any depth
+    f = json.loads(js.read_text())["findings"][0]
+    assert f["status"] == "warn" and f["evidence"]["identical"] == 3  # only the last weight moved
+    assert f["evidence"]["metadata_b"]["global_step"] == "100000"
+
+
+def test_pickled_module_is_refused_in_one_line_unless_trusted(tmp_path, capsys):
+    torch.save(_net(0), tmp_path / "whole_model.pt")  # torch.save(model): the commonest checkpoint there is
+    torch.save(_net(0).state_dict(), tmp_path / "weights.pt")
+    a, b = str(tmp_path / "whole_model.pt"), str(tmp_path / "weights.pt")
+    assert main(["doctor", "checkpoints", a, b]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--trust-pickle" in err and "torch.nn.modules" in err
+    assert main(["doctor", "checkpoints", a, b, "--trust-pickle"]) == 1  # read: the same weights, bit-identical
+    assert "bit-identical" in capsys.readouterr().out
+
+
+def test_wrapped_names_safetensors_and_unreadable_files(tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    net = _net(1)
+    save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01)
+    ddp = {f"module.{k}": v for k, v in net.state_dict().items()}  # saved from a DistributedDataParallel model
+    torch.save({"model_state_dict": ddp, "optimizer_state_dict": {"state": {}}}, tmp_path / "ddp.pth")
+    assert main(["doctor", "checkpoints", str(tmp_path / "plain.safetensors"), str(tmp_path / "ddp.pth")]) == 0
+    assert "4 parameters" in capsys.readouterr().out
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    assert main(["doctor", "checkpoints", str(tmp_path / "junk.pt"), str(tmp_path / "ddp.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a torch.save file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_samples_saved_with_metadata(tmp_path, capsys):
+    import argparse
+
+    real = spectra(128, length=32, seed=0)
+    torch.save({"samples": torch.randn(128, 1, 32) * 0.5, "args": argparse.Namespace(steps=50)}, tmp_path / "g.pt")
+    torch.save(real, tmp_path / "real.pt")
+    assert main(["doctor", "samples", str(tmp_path / "g.pt"), str(tmp_path / "real.pt")]) == 1
+    assert "N(0," in capsys.readouterr().out
+
+
+def test_doctor_help_shows_one_log_and_the_active_checks(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "fastdiff doctor RUN.jsonl [--out" in out and "[RUN.jsonl" not in out and "RUN.jsonl ..." not in out
+    assert "fastdiff doctor checkpoints A.pt B.pt" in out and "--trust-pickle" in out and "--role NAME=ROLE" in out
+
+
+def test_role_flag_places_unnamed_tensors(tmp_path, capsys):
+    b = training_run(seed=0, steps=20)
+    text = "\n".join(b.lines).replace(
+        '"name": "x_0", "kind": "tensor", "role": "x0"', '"name": "h", "kind": "tensor", "role": null'
+    )
+    path = tmp_path / "run.jsonl"
+    path.write_text(text + "\n")
+    js = tmp_path / "r.json"
+    main(["doctor", str(path), "--no-plots", "--json", str(js)])
+    st = {f["id"]: f["status"] for f in json.loads(js.read_text())["findings"]}
+    out = capsys.readouterr().out
+    assert "'h'" in out  # placed from its statistics (batch-shaped, within [-1, 1]?) or named as unplaced
+    main(["doctor", str(path), "--no-plots", "--json", str(js), "--role", "h=x0"])
+    st = {f["id"]: f["status"] for f in json.loads(js.read_text())["findings"]}
+    assert st["data_normalization"] == "ok"
+    with pytest.raises(SystemExit):
+        main(["doctor", str(path), "--role", "h=nonsense"])
+    assert "expected NAME=ROLE" in capsys.readouterr().err

@@ -7,26 +7,28 @@ from pathlib import Path
 
 import torch
 
+from .loading import MODEL_KEYS, find_weights, load_file, strip_common_prefix
 from .rules import Finding
 
 METADATA_KEYS = ("step", "global_step", "epoch", "iteration", "optimizer", "optimizer_state_dict", "loss")
 
 
-def load_state(obj) -> tuple[dict[str, torch.Tensor], dict]:
-    """(float tensors by name, metadata) from a path, an nn.Module, a state dict or a training checkpoint."""
+def load_state(obj, *, trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """(float tensors by name, metadata) from a path, an nn.Module, a state dict or a training checkpoint.
+
+    Paths load safely (`fastdiff.doctor.loading.load_file`: argparse.Namespace and NumPy scalars beside the
+    weights are fine, other pickled objects need `trust_pickle=True`); the weights are found at any depth.
+    """
     if isinstance(obj, (str, Path)):
-        obj = torch.load(obj, map_location="cpu", weights_only=True)
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, dict):
-        raise TypeError(f"expected a path, module or state dict; got {type(obj).__name__}")
-    meta = {k: obj[k] for k in obj if k in METADATA_KEYS and not isinstance(obj[k], dict)}
-    for key in ("state_dict", "model", "model_state_dict", "ema"):
-        if key in obj and isinstance(obj[key], dict):
-            meta["has_optimizer"] = any(k in obj for k in ("optimizer", "optimizer_state_dict"))
-            obj = obj[key]
-            break
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+        obj = load_file(obj, trust_pickle=trust_pickle)
+    meta = {}
+    if isinstance(obj, dict):
+        meta = {k: obj[k] for k in obj if k in METADATA_KEYS and not isinstance(obj[k], dict)}
+        if any(k in obj for k in MODEL_KEYS):
+            meta["has_optimizer"] = any(k in obj for k in ("optimizer", "optimizer_state_dict", "optimizer_states"))
+    tensors, where = find_weights(obj)
+    if where != "the top level" and where != "the module":
+        meta["weights_in"] = where
     return tensors, meta
 
 
@@ -37,10 +39,11 @@ class ParamChange:
     identical: bool
 
 
-def checkpoint_diff(a, b) -> tuple[list[ParamChange], Finding]:
+def checkpoint_diff(a, b, *, trust_pickle: bool = False) -> tuple[list[ParamChange], Finding]:
     """Per-parameter relative change between checkpoints a and b; a finding that flags frozen weights."""
-    ta, meta_a = load_state(a)
-    tb, meta_b = load_state(b)
+    ta, meta_a = load_state(a, trust_pickle=trust_pickle)
+    tb, meta_b = load_state(b, trust_pickle=trust_pickle)
+    ta, tb = strip_common_prefix(ta, tb)
     common = [k for k in ta if k in tb]
     mismatched = [k for k in common if ta[k].shape != tb[k].shape]
     changes = []

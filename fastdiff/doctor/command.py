@@ -1,12 +1,13 @@
 """`fastdiff doctor`: the doctor on the command line (API.md sections 4-5).
 
-    fastdiff doctor RUN.jsonl [--out report.md] [--json report.json] [--data-range LO HI] [--no-plots]
-    fastdiff doctor checkpoints A.pt B.pt [--json diff.json]
-    fastdiff doctor samples GENERATED REAL [--paired] [--out hist.png] [--json samples.json]
+    fastdiff doctor RUN.jsonl [--out report.md] [--json report.json] [--data-range LO HI] [--role NAME=ROLE ...]
+                              [--num-train-timesteps T] [--no-plots]
+    fastdiff doctor checkpoints A.pt B.pt [--json diff.json] [--trust-pickle]
+    fastdiff doctor samples GENERATED REAL [--paired] [--out hist.png] [--json samples.json] [--trust-pickle]
 
 Exit status: 0 when no finding fails, 1 when one does (so a CI job can gate on it), 2 for bad input
 (a missing or unreadable file, a log with no valid record): a one-line message, never a traceback.
-Sample files are tensors saved with `torch.save` (.pt) or NumPy arrays (.npy).
+Checkpoints and sample files: torch.save files (.pt, .pth, .ckpt, .bin), .safetensors, or NumPy .npy.
 """
 
 from __future__ import annotations
@@ -19,20 +20,68 @@ from pathlib import Path
 from .rules import Finding
 
 ACTIVE = ("checkpoints", "samples")
+USAGE = """fastdiff doctor RUN.jsonl [--out report.md] [--json report.json] [options]
+       fastdiff doctor checkpoints A.pt B.pt [--json diff.json] [--trust-pickle]
+       fastdiff doctor samples GENERATED REAL [--paired] [--out hist.png] [--json samples.json]"""
+DESCRIPTION = """Judge one probe log (written by fastdiff.Recorder) against the failures of the five reports, or run an
+active check: 'checkpoints A B' (which weights changed between two checkpoints) or 'samples GENERATED REAL'
+(are the samples the data's distribution, or N(0, s^2) noise?). Exit status: 0 no failure, 1 a finding
+failed, 2 bad input. What each finding means: docs/findings.md."""
+EPILOG = """examples:
+  fastdiff doctor run.jsonl --out report.md --json report.json
+  fastdiff doctor run.jsonl --role imgs=x0 --role tt=t        # tensors logged without a role
+  fastdiff doctor checkpoints step80k.pt step100k.pt
+  fastdiff doctor samples generated.pt real.pt --out hist.png"""
+
+
+def make_parser_kwargs() -> dict:
+    return {
+        "usage": USAGE,
+        "description": DESCRIPTION,
+        "epilog": EPILOG,
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
+
+
+def _role(text: str) -> tuple[str, str]:
+    from ..probe.roles import ROLES
+
+    name, sep, role = text.rpartition("=")
+    if not sep or not name or role not in ROLES:
+        raise argparse.ArgumentTypeError(f"expected NAME=ROLE with ROLE one of {', '.join(ROLES)}; got {text!r}")
+    return name, role
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    for key, value in make_parser_kwargs().items():
+        setattr(p, key, value)
     p.add_argument(
         "target",
         nargs="+",
-        metavar="RUN.jsonl | checkpoints A B | samples GEN REAL",
-        help="a probe log, or an active check: 'checkpoints A.pt B.pt', 'samples GENERATED REAL'",
+        metavar="RUN.jsonl",
+        help="the probe log; or 'checkpoints A B', or 'samples GENERATED REAL'",
     )
     p.add_argument("--out", default=None, help="Markdown report (log) or histogram PNG (samples)")
     p.add_argument("--json", dest="json_path", default=None, help="JSON twin of the report")
     p.add_argument("--data-range", nargs=2, type=float, metavar=("LO", "HI"), help="the data's stated range")
+    p.add_argument(
+        "--role",
+        action="append",
+        type=_role,
+        default=[],
+        metavar="NAME=ROLE",
+        help="what a tensor logged without a role is (repeatable), e.g. --role imgs=x0",
+    )
+    p.add_argument(
+        "--num-train-timesteps", type=int, default=None, metavar="T", help="the schedule's length (checks t covers it)"
+    )
     p.add_argument("--no-plots", action="store_true", help="write the report without plots")
     p.add_argument("--paired", action="store_true", help="samples: GENERATED[i] pairs with REAL[i] (MSE / PSNR)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="checkpoints / samples: load pickled objects (a whole module, custom classes); runs code from the file",
+    )
 
 
 def _fail(msg: str) -> int:
@@ -60,20 +109,19 @@ def _check_writable(*paths: str | None) -> str | None:
     return None
 
 
-def load_tensor(path: str):
-    """A tensor from a .pt (torch.save of a tensor, or of a dict holding one under 'sample(s)') or .npy file."""
+def load_tensor(path: str, *, trust_pickle: bool = False):
+    """A tensor from a .pt (torch.save of a tensor, or of a dict holding one under 'sample(s)'), .safetensors or
+    .npy file."""
     import torch
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no such file: {p}")
-    if p.suffix == ".npy":
-        import numpy as np
+    from .loading import load_file
 
-        return torch.from_numpy(np.load(p, allow_pickle=False))
-    obj = torch.load(p, map_location="cpu", weights_only=True)
+    p = Path(path)
+    obj = load_file(p, trust_pickle=trust_pickle)
     if isinstance(obj, dict):
         obj = next((obj[k] for k in ("samples", "sample", "x", "images") if k in obj), obj)
+        if isinstance(obj, dict) and len(obj) == 1:
+            obj = next(iter(obj.values()))
     if not isinstance(obj, torch.Tensor):
         raise ValueError(f"{p} holds a {type(obj).__name__}; accepted: a tensor, or a dict with a 'samples' tensor")
     return obj
@@ -83,7 +131,10 @@ def _run_log(args) -> int:
     from . import LogError, diagnose
 
     if len(args.target) != 1:
-        return _fail(f"give one log file; got {len(args.target)} arguments {args.target}")
+        return _fail(
+            f"give one log file; got {len(args.target)} arguments {args.target} "
+            "(or: checkpoints A B, samples GENERATED REAL)"
+        )
     why = _check_writable(args.out, args.json_path)
     if why:
         return _fail(why)
@@ -93,9 +144,11 @@ def _run_log(args) -> int:
             out=args.out,
             json_path=args.json_path,
             data_range=tuple(args.data_range) if args.data_range else None,
+            roles=dict(args.role),
+            num_train_timesteps=args.num_train_timesteps,
             plots=not args.no_plots,
         )
-    except LogError as exc:
+    except (LogError, ValueError) as exc:
         return _fail(str(exc))
     log = report.log
     lo, hi = log.steps
@@ -112,6 +165,7 @@ def _run_log(args) -> int:
 
 def _run_checkpoints(args) -> int:
     from .checkpoints import checkpoint_diff
+    from .loading import LoadError
 
     if len(args.target) != 3:
         return _fail(f"usage: fastdiff doctor checkpoints A.pt B.pt; got {args.target[1:]}")
@@ -123,7 +177,9 @@ def _run_checkpoints(args) -> int:
         if not Path(p).is_file():
             return _fail(f"no such checkpoint: {p}")
     try:
-        changes, finding = checkpoint_diff(a, b)
+        changes, finding = checkpoint_diff(a, b, trust_pickle=args.trust_pickle)
+    except LoadError as exc:
+        return _fail(str(exc))
     except (TypeError, ValueError, RuntimeError) as exc:
         return _fail(f"cannot compare {a} and {b}: {exc}")
     print(f"fastdiff doctor checkpoints: {a} -> {b}: {len(changes)} parameters")
@@ -142,7 +198,7 @@ def _run_samples(args) -> int:
     if why:
         return _fail(why)
     try:
-        gen, real = (load_tensor(p) for p in args.target[1:])
+        gen, real = (load_tensor(p, trust_pickle=args.trust_pickle) for p in args.target[1:])
         _, finding = compare_samples(gen, real, paired=args.paired)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
