@@ -470,3 +470,28 @@ def test_compare_samples_bad_input(real):
         compare_samples(torch.full((10,), math.nan), real)
     with pytest.raises(ValueError, match="equal shapes"):
         compare_samples(real[:10], real, paired=True)
+
+
+def test_which_target_on_a_diffusers_unet(x0, schedule):
+    # diffusers models return a UNet2DOutput (its tensor in .sample), not a tensor: which_target reads it
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.models.unets.unet_2d import UNet2DOutput
+
+    images = x0[:64].reshape(64, 1, 4, 4)
+    oracle_eps = oracle("epsilon", images, schedule)
+    r = which_target(lambda x_t, t: UNet2DOutput(sample=oracle_eps(x_t, t)), images, schedule=schedule)
+    assert r.predicted == "epsilon"
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    data = torch.rand(16, 1, 8, 8) * 2 - 1
+    r = which_target(unet, data, schedule=schedule)  # the model itself, called as unet(x_t, t)
+    assert len(r.levels) == 7 and all(math.isfinite(v) for lv in r.levels for v in lv.rel_error.values())
