@@ -1,6 +1,8 @@
 """The doctor: judge a probe log against the failures of the five reports, and active checks on models.
 
 >>> from fastdiff.doctor import diagnose     # diagnose("run.jsonl", out="report.md", json_path="report.json")
+
+What each finding means and what to do about it: docs/findings.md.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoints import checkpoint_diff
-from .flow import alignment_finding, alignment_per_t, shoot, teacher_euler
+from .flow import ShootResult, TeacherResult, alignment_finding, alignment_per_t, shoot, teacher_euler
 from .infer import Placement, infer_roles
+from .loading import LoadError, load_file
 from .log import LogError, RunLog, read_log
 from .report import Report, histogram_plot, plot_log
 from .rules import RULES, Finding, evaluate
@@ -48,9 +51,12 @@ def diagnose(
 __all__ = [
     "RULES",
     "Finding",
+    "LoadError",
     "LogError",
     "Placement",
     "Report",
+    "ShootResult",
+    "TeacherResult",
     "RunLog",
     "alignment_finding",
     "alignment_per_t",
@@ -60,6 +66,7 @@ __all__ = [
     "evaluate",
     "histogram_plot",
     "infer_roles",
+    "load_file",
     "plot_log",
     "read_log",
     "shoot",
