@@ -241,8 +241,8 @@ void check_snapshot_apart(const std::vector<Checked>& w, const Checked& s) {
             fail("params[" + std::to_string(i) + "] overlaps the snapshot; the snapshot needs memory of its own");
 }
 
-void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const Spec& counts_spec,
-                  const Spec& moments_spec, int threads) {
+void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const std::vector<int64_t>& offsets,
+                  const Spec& counts_spec, const Spec& moments_spec, int threads) {
     const Checked s = check_view(s_spec, "snapshot");
     std::vector<Checked> w;
     int64_t total = 0;
@@ -257,8 +257,18 @@ void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const Sp
                                  DTYPE_NAMES[dt]);
         if (__builtin_add_overflow(total, w.back().v.numel, &total)) fail("the parameters hold too many elements");
     }
-    if (s.v.numel != total)
-        fail("snapshot: " + std::to_string(s.v.numel) + " elements but the parameters hold " + std::to_string(total));
+    if (offsets.size() != w.size())
+        fail("offsets: " + std::to_string(offsets.size()) + " for " + std::to_string(w.size()) + " parameters");
+    // runs in order, apart, inside the snapshot (its element at offsets[i] starts parameter i)
+    int64_t end = 0;
+    for (size_t i = 0; i < w.size(); ++i) {
+        int64_t run_end = 0;
+        if (offsets[i] < end || __builtin_add_overflow(offsets[i], w[i].v.numel, &run_end) || run_end > s.v.numel)
+            fail("snapshot: the run of params[" + std::to_string(i) + "] at offset " + std::to_string(offsets[i]) +
+                 " (" + std::to_string(w[i].v.numel) + " elements) is not after the previous run and inside the " +
+                 std::to_string(s.v.numel) + " elements of the snapshot");
+        end = run_end;
+    }
     if (s.v.numel > 0 && !s.v.contiguous) fail("snapshot: must be contiguous");
     check_snapshot_apart(w, s);
     const int64_t np = (int64_t)w.size();
@@ -266,17 +276,15 @@ void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const Sp
     const auto moments = result_rows<double>(moments_spec, "moments", F64, 2 * np, 4);
     check_threads(threads);
     std::vector<ViewDesc> wv, sv;
-    int64_t at = 0;
     for (size_t i = 0; i < w.size(); ++i) {
         wv.push_back(w[i].v);
-        ViewDesc v;  // parameter i's elements of the snapshot: the next numel, flat
+        ViewDesc v;  // parameter i's elements of the snapshot: numel of them from offsets[i], flat
         v.dtype = s.v.dtype;
         v.numel = w[i].v.numel;
         v.ndim = 1;
         v.sizes[0] = v.numel;
         v.strides[0] = 1;
-        v.data = v.numel ? s.v.data + at * ITEMSIZE[s.v.dtype] : nullptr;
-        at += v.numel;
+        v.data = v.numel ? s.v.data + offsets[i] * ITEMSIZE[s.v.dtype] : nullptr;
         sv.push_back(v);
     }
     std::vector<Raw> out((size_t)(2 * np));
@@ -430,11 +438,11 @@ PYBIND11_MODULE(_cpu, m) {
           "moments float64 [R, 4] (rows of each may be further apart: e.g. columns of one [R, 9] table).");
     m.def("pair_stats", &fd::pair_stats, py::arg("a"), py::arg("b"), py::arg("rows"), py::arg("out"),
           py::arg("threads"), "Raw pair stats of `rows` equal rows of a and b into out float64 [rows, 6].");
-    m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshot"), py::arg("counts"),
-          py::arg("moments"), py::arg("threads"),
+    m.def("update_stats", &fd::update_stats, py::arg("params"), py::arg("snapshot"), py::arg("offsets"),
+          py::arg("counts"), py::arg("moments"), py::arg("threads"),
           "Raw stats of each parameter (rows 0..P) and of its update params[i] - s[i] (rows P..2P) into counts "
-          "int64 [2P, 5] and moments float64 [2P, 4] (as in tensor_stats), where s[i] are the consecutive runs of "
-          "the contiguous snapshot, one per parameter in order; then s[i] = params[i].");
+          "int64 [2P, 5] and moments float64 [2P, 4] (as in tensor_stats), where s[i] is the run of the contiguous "
+          "snapshot starting at offsets[i] (runs in order, apart); then s[i] = params[i].");
     m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
           py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
           py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),

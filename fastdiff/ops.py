@@ -243,8 +243,9 @@ def fused_step(
         return_x0: allocate and return x0 (implied by x0_out).
         stats: accumulate TensorStats of x' and x0 in the same pass.
 
-    Inputs whose dtype differs from x's are converted to x's dtype first. Computation is in float32
-    (float64 for float64 x); outputs have x's dtype.
+    Inputs may have another float dtype than x (a float32 sample with a bfloat16 model output): each is
+    read in its own dtype, with no conversion pass. Computation is in float32 (float64 for float64 x);
+    outputs have x's dtype.
 
     >>> import torch, fastdiff as fd
     >>> from fastdiff.step import StepCoeffs
@@ -267,8 +268,7 @@ def fused_step(
         if not (t.is_floating_point() and t.dtype in STEP_DTYPES) or t.layout != torch.strided:
             raise TypeError(f"{name} is {_describe(t)}; accepted: dense float16, bfloat16, float32 or float64")
         _check_same("x", x, name, t)
-        t = t.detach()
-        return t if t.dtype == x.dtype else t.to(x.dtype)
+        return t.detach()
 
     model_output = as_input("model_output", model_output)
     if uncond is not None:

@@ -138,11 +138,11 @@ class PhiloxNoise:
     """Noise generated inside the step kernel from a counter-based RNG, instead of a tensor (`noise=`).
 
     Element e (row-major index over the sample's shape) gets normal number k = offset + e of stream
-    `seed`: lane k % 4 of Box-Muller applied to Philox4x32-10(key=seed, counter=k // 4) (Triton's
-    `tl.randn4x`). Like a `torch.Generator`, a step that draws from it advances `offset` by the number
-    of elements, so consecutive steps get fresh, independent noise; the same (seed, offset) gives the
-    same noise on any memory layout. `offset` may be an int64 0-d tensor on the sample's device: it is
-    read and advanced on the device (no sync; a captured CUDA graph replays it correctly).
+    `seed`: lane k % 4 of Box-Muller applied to the uniforms of Philox4x32-10(key=seed, counter=k // 4)
+    (fastdiff/kernels/triton/philox.py). Like a `torch.Generator`, a step that draws from it advances
+    `offset` by the number of elements, so consecutive steps get fresh, independent noise; the same
+    (seed, offset) gives the same noise on any memory layout. `offset` may be an int64 0-d tensor on the
+    sample's device: it is read and advanced on the device (no sync; a captured CUDA graph replays it correctly).
 
     Saves writing and re-reading a noise tensor. Backends that generate it: triton (CUDA, or CPU with
     TRITON_INTERPRET=1); the others raise NotImplementedError.

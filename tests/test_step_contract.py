@@ -27,10 +27,13 @@ def step_case(draw, dtypes=FLOAT_DTYPES):
     shape = tuple(draw(st.lists(st.integers(1, 7), min_size=1, max_size=4)))
     seed = draw(st.integers(0, 2**31 - 1))
     gen = torch.Generator().manual_seed(seed)
+    # inputs of other dtypes than x (a float32 sample with a bfloat16 model output) are read as they are
+    mixed = draw(st.booleans())
 
-    def tensor():
+    def tensor(same_dtype=False):
         layout = draw(st.sampled_from(("contiguous", "transposed", "strided", "offset")))
-        return make_view(shape, layout, dtype, gen, fill_random)
+        t_dtype = dtype if same_dtype or not mixed else draw(st.sampled_from(dtypes))
+        return make_view(shape, layout, t_dtype, gen, fill_random)
 
     alpha = draw(st.floats(0.05, 1.0))
     sigma = draw(st.floats(0.05, 1.0))
@@ -50,7 +53,7 @@ def step_case(draw, dtypes=FLOAT_DTYPES):
     clip = draw(st.sampled_from([None, "static", "dynamic"]))
     clip = {None: None, "static": ClipRange(-1.0, 1.5), "dynamic": DynamicThreshold(0.9, 1.5)}[clip]
     case = dict(
-        x=tensor(),
+        x=tensor(same_dtype=True),
         model_output=tensor(),
         coeffs=c,
         clip=clip,

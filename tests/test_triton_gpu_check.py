@@ -19,4 +19,4 @@ def test_gpu_check_smoke(capsys):
     spec.loader.exec_module(module)
     assert module.main(["--smoke"]) == 0
     out = capsys.readouterr().out
-    assert "FAIL" not in out and "correctness:" in out
+    assert "FAIL" not in out and "smoke:" in out

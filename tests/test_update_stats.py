@@ -1,5 +1,8 @@
 """`update_stats(params, snapshot)` of every backend (the probe watch's parameter and update stats).
 
+The snapshot holds each parameter's run at its memory.aligned_runs offset (16-byte aligned), as the watch
+lays it out; the padding between runs is never written.
+
 Rows 0..P must be the stats of the parameters, rows P..2P the stats of w - s as torch computes it in
 the storage dtype (the C++ backend fuses the three passes into one; the others flip the stats of s - w);
 afterwards the snapshot holds the parameters' bits and the parameters are untouched. The C++ and
@@ -21,6 +24,7 @@ from oracle import assert_tensor_stats
 from strategies import FLOAT_DTYPES, nonempty_shapes, shapes, tensors
 
 from fastdiff import kernels
+from fastdiff.kernels.memory import aligned_runs
 from fastdiff.stats import TensorStats
 
 ITEM = 1 << 16  # csrc/api.h: work items of 64K elements
@@ -42,13 +46,24 @@ def snapshot_of(p: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(keep, p, old).contiguous()
 
 
+def snapshot_buffer(params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(the flat buffer, each parameter's run in it, shaped like it): the watch's layout (memory.aligned_runs)."""
+    if not params:
+        return torch.empty(0), []
+    offsets, total = aligned_runs([p.numel() for p in params], params[0].element_size())
+    flat = torch.full((total,), 1234.5, dtype=params[0].dtype)  # the padding between runs must stay untouched
+    return flat, [flat[o : o + p.numel()].view(p.shape) for o, p in zip(offsets, params)]
+
+
 def check_update_stats(backend: str, params: list[torch.Tensor], seed: int = 0) -> None:
     impl = kernels.resolve(backend, torch.device("cpu"))
     gen = torch.Generator().manual_seed(seed)
-    flat = torch.cat([snapshot_of(p, gen).reshape(-1) for p in params]) if params else torch.empty(0)
-    snaps = []
-    for p in params:  # views into one flat buffer, as the watch keeps them
-        snaps.append(flat[sum(s.numel() for s in snaps) :][: p.numel()].view(p.shape))
+    flat, snaps = snapshot_buffer(params)
+    for p, s in zip(params, snaps):
+        s.copy_(snapshot_of(p, gen))
+    padding = flat.clone()
+    for s in snaps:  # the positions of the runs, in the copy: everything else is padding
+        padding[s.data_ptr() // flat.element_size() - flat.data_ptr() // flat.element_size() :][: s.numel()] = 0
     before_params = [bits(p).clone() for p in params]
     deltas = [p - s for p, s in zip(params, snaps)]  # torch's own w - s, in the storage dtype
     want_params = impl.multi_tensor_stats(params) if params and backend != "triton" else None
@@ -67,6 +82,16 @@ def check_update_stats(backend: str, params: list[torch.Tensor], seed: int = 0) 
     for p, s, b in zip(params, snaps, before_params):
         assert torch.equal(bits(s), bits(p)), "the snapshot must now hold the parameter"
         assert torch.equal(bits(p), b), "the parameters must not change"
+    in_runs = padding == 0
+    assert torch.equal(flat[~in_runs], padding[~in_runs]), "the padding between runs must not be written"
+
+
+def test_snapshot_runs_start_16_byte_aligned():
+    for itemsize in (2, 4, 8):
+        offsets, total = aligned_runs([35, 7, 0, 16, 1], itemsize)
+        assert all(o * itemsize % 16 == 0 for o in offsets)
+        ends = [o + n for o, n in zip(offsets, [35, 7, 0, 16, 1])]
+        assert all(0 <= o - e < 16 // itemsize for e, o in zip(ends, offsets[1:])) and total == ends[-1]
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -112,7 +137,7 @@ def test_cpp_update_stats_one_and_two_threads_agree(dtype):
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            results.append(cpu.update_stats([w], s.clone()))
+            results.append(cpu.update_stats([w], s.clone()))  # one run: the layout is the tensor itself
     finally:
         torch.set_num_threads(before)
     assert raw_equal(results[0], results[1])
@@ -131,11 +156,18 @@ def test_cpp_update_stats_refuses_what_it_cannot_do(shape):
     spec = cpu.view_spec
     out = (spec(torch.empty(2, 5, dtype=torch.int64)), spec(torch.empty(2, 4, dtype=torch.float64)))
 
-    def call(params, snapshot, out=out):
-        _cpu.update_stats([spec(p) for p in params], spec(snapshot), *out, 1)
+    def call(params, snapshot, out=out, offsets=None):
+        if offsets is None:  # back to back
+            offsets = [sum(p.numel() for p in params[:i]) for i in range(len(params))]
+        _cpu.update_stats([spec(p) for p in params], spec(snapshot), offsets, *out, 1)
 
-    with pytest.raises(ValueError, match=f"snapshot: {w.numel() + 1} elements but the parameters hold {w.numel()}"):
-        call([w], torch.empty(w.numel() + 1))
+    with pytest.raises(ValueError, match=f"inside the {w.numel() - 1} elements of the snapshot"):
+        call([w], torch.empty(w.numel() - 1))
+    quad = (spec(torch.empty(4, 5, dtype=torch.int64)), spec(torch.empty(4, 4, dtype=torch.float64)))
+    with pytest.raises(ValueError, match=r"run of params\[1\] at offset 0 .* not after the previous run"):
+        call([w, w], torch.empty(2 * w.numel()), out=quad, offsets=[0, 0])  # overlapping runs
+    with pytest.raises(ValueError, match="offsets: 1 for 2 parameters"):
+        call([w, w], torch.empty(2 * w.numel()), out=quad, offsets=[0])
     with pytest.raises(TypeError, match="snapshot: dtype float64 but params.0. is float32"):
         call([w], w.double())
     with pytest.raises(TypeError, match="accepted: float32"):
@@ -149,13 +181,12 @@ def test_cpp_update_stats_refuses_what_it_cannot_do(shape):
         with pytest.raises(ValueError, match="contiguous"):
             call([w], big[::2])
         with pytest.raises(ValueError, match=r"params\[1\] overlaps"):  # a parameter inside the snapshot
-            quad = (spec(torch.empty(4, 5, dtype=torch.int64)), spec(torch.empty(4, 4, dtype=torch.float64)))
             call([w, big[1 : 1 + w.numel()]], big[: 2 * w.numel()], out=quad)
-    # parameters may share memory with each other (they are only read)
-    snap = torch.empty(2 * w.numel())
+    # parameters may share memory with each other (they are only read); runs may have gaps between them
+    snap = torch.zeros(2 * w.numel() + 3)
     quad = (torch.empty(4, 5, dtype=torch.int64), torch.empty(4, 4, dtype=torch.float64))
-    _cpu.update_stats([spec(w), spec(w)], spec(snap), spec(quad[0]), spec(quad[1]), 1)
-    assert torch.equal(snap, torch.cat([w.reshape(-1), w.reshape(-1)]))
+    _cpu.update_stats([spec(w), spec(w)], spec(snap), [0, w.numel() + 3], spec(quad[0]), spec(quad[1]), 1)
+    assert torch.equal(snap, torch.cat([w.reshape(-1), torch.zeros(3), w.reshape(-1)]))
     # integer parameters (never trained, but possible) go through the torch backend's way
     ints = torch.arange(6, dtype=torch.int32)
     snap = torch.zeros(6, dtype=torch.int32)

@@ -3,7 +3,8 @@
 Contenders of one case (a size and dtype) are timed *interleaved*: each repeat runs every provider
 once, starting from a different one each time, so machine noise (other processes on a shared box,
 frequency changes) falls on all of them alike and the ratios stay meaningful. A sample is one call, or
-a few calls when one is too short for the timer. GB/s counts what the op must move (each input read
+a few calls when one is too short for the timer; on a GPU, one call timed with CUDA events after an L2
+flush (median over the repeats, as `triton.testing.do_bench`). GB/s counts what the op must move (each input read
 once, each output written once), and is also given as a fraction of the copy bandwidth
 (`out.copy_(x)` of a large buffer) measured in the same run.
 
@@ -34,17 +35,42 @@ import torch
 
 
 def synchronize(device: torch.device | str | None) -> None:
-    if device is not None and torch.device(device).type == "cuda":
+    if _is_cuda(device):
         torch.cuda.synchronize(device)
 
 
+def _is_cuda(device) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+_L2_FLUSH: dict = {}
+
+
+def _flush_l2(device) -> None:
+    """Evict the GPU's L2 cache (as triton.testing.do_bench does): write a buffer larger than it."""
+    buf = _L2_FLUSH.get(str(device))
+    if buf is None:
+        buf = _L2_FLUSH[str(device)] = torch.empty(256 << 20, dtype=torch.int8, device=device)
+    buf.zero_()
+
+
 def _time_calls(fn: Callable[[], object], number: int, device) -> float:
-    """Seconds per call of fn, over `number` back-to-back calls."""
-    synchronize(device)
+    """Seconds per call of fn, over `number` back-to-back calls.
+
+    On a CUDA device: one call between two CUDA events, after flushing the L2 cache (the data a sampler
+    step reads were evicted by the model call before it), so GPU time is measured, not host time.
+    """
+    if _is_cuda(device):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        _flush_l2(device)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e-3
     t0 = time.perf_counter()
     for _ in range(number):
         fn()
-    synchronize(device)
     return (time.perf_counter() - t0) / number
 
 
@@ -71,11 +97,13 @@ def measure(
     """
     names = list(providers)
     first = {name: _time_calls(providers[name], 1, device) for name in names}
-    # calls per sample so that one sample lasts at least min_sample_s (timer resolution, call overhead)
+    # calls per sample so that one sample lasts at least min_sample_s (timer resolution, call overhead);
+    # CUDA events time single calls precisely
     number = {}
     for name in names:
         t = _time_calls(providers[name], 1, device)
-        number[name] = max(1, min(1000, int(min_sample_s / max(t, 1e-9)) + 1)) if t < min_sample_s else 1
+        short = t < min_sample_s and not _is_cuda(device)
+        number[name] = max(1, min(1000, int(min_sample_s / max(t, 1e-9)) + 1)) if short else 1
     samples: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for i in range(len(names)):

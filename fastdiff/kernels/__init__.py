@@ -6,7 +6,7 @@ Each backend module implements the same five functions over already-validated in
     pair_stats(a, b, per_sample: bool) -> float64 [..., 6]
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
     update_stats(params, snapshot) -> (counts [2P, 5], moments [2P, 4]): params, then params - s; then
-        s = params (the probe's watch; s: the runs of one contiguous snapshot holding them back to back)
+        s = params (the probe's watch; s: the runs of one contiguous snapshot, at memory.aligned_runs offsets)
     fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
 
 (raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`

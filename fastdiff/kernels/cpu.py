@@ -24,6 +24,7 @@ from .. import _cpu
 from ..stats import RAW_WORDS, split_raw_rows, write_raw_rows
 from . import torch_backend
 from .launch import StepLaunch
+from .memory import aligned_runs
 
 # dtype codes of csrc/api.h (enum Dtype)
 DTYPE_CODES = {
@@ -125,14 +126,16 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w, in one
     pass over w and s (csrc/kernels.h, update_stats); snapshot: contiguous, of the parameters' dtype,
-    holding them back to back."""
+    holding each parameter's run at its `memory.aligned_runs` offset."""
     if not all(p.dtype in FLOAT_DTYPES for p in params):
         return torch_backend.update_stats(params, snapshot, stats=multi_tensor_stats)
+    offsets, total = aligned_runs([p.numel() for p in params], snapshot.element_size())
+    if snapshot.numel() != total:
+        raise ValueError(f"the snapshot must hold {total} elements (memory.aligned_runs); got {snapshot.numel()}")
     table = torch.empty(2 * len(params), RAW_WORDS, dtype=torch.int64)
     counts, moments = split_raw_rows(table)
-    _cpu.update_stats(
-        [view_spec(_readable(p)) for p in params], view_spec(snapshot), view_spec(counts), view_spec(moments), threads()
-    )
+    specs = [view_spec(_readable(p)) for p in params]
+    _cpu.update_stats(specs, view_spec(snapshot), offsets, view_spec(counts), view_spec(moments), threads())
     return counts, moments
 
 

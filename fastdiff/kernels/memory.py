@@ -45,3 +45,22 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
         if end > start:
             _madvise(start, end - start, MADV_HUGEPAGE)  # a failure only means no huge pages
     return out
+
+
+RUN_ALIGN_BYTES = 16  # a 16-byte vector load
+
+
+def aligned_runs(numels: list[int], itemsize: int) -> tuple[list[int], int]:
+    """(start of each run, total elements) of one buffer holding runs of `numels` elements in order, each
+    starting at the first multiple of 16 bytes after the previous one — the layout of the probe watch's parameter snapshot, so that every run
+    is as aligned as a tensor of its own (vector loads in the kernels, and the same results as for one).
+
+    >>> aligned_runs([35, 7, 16], 4)
+    ([0, 36, 44], 60)
+    """
+    step = max(1, RUN_ALIGN_BYTES // itemsize)
+    offsets, end = [], 0
+    for n in numels:
+        offsets.append(-(-end // step) * step)  # the next aligned start after the previous run
+        end = offsets[-1] + int(n)
+    return offsets, end

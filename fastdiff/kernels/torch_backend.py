@@ -14,6 +14,7 @@ import torch
 
 from ..stats import empty_pair_raw, empty_raw, merge_pair_raw, negated_raw, reduce_raw
 from .launch import StepLaunch
+from .memory import aligned_runs
 
 F64 = torch.float64
 CHUNK = 1 << 22  # elements converted to float64 at once
@@ -103,16 +104,26 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return torch.stack([p[0] for p in parts]), torch.stack([p[1] for p in parts])
 
 
+def snapshot_runs(params: list[torch.Tensor], snapshot: torch.Tensor) -> list[torch.Tensor]:
+    """The run of each parameter in the watch's snapshot (laid out by memory.aligned_runs), shaped like it."""
+    offsets, total = aligned_runs([p.numel() for p in params], snapshot.element_size())
+    if snapshot.dim() != 1 or snapshot.numel() != total or not snapshot.is_contiguous():
+        raise ValueError(
+            f"the snapshot must be a contiguous 1-d tensor of {total} elements (memory.aligned_runs of the "
+            f"parameters); got shape {tuple(snapshot.shape)}"
+        )
+    return [snapshot[o : o + p.numel()].view(p.shape) for o, p in zip(offsets, params)]
+
+
 def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor, stats=multi_tensor_stats):
     """Stats of each parameter w (rows 0..P) and of its update w - s (rows P..2P), then s = w; for the
-    probe's watch (the C++ backend does it in one pass). `snapshot`: one contiguous tensor holding the
-    parameters back to back (s: its consecutive runs). s first takes s - w = -(w - s) exactly (IEEE
+    probe's watch (the C++ backend does it in one pass). `snapshot`: one contiguous tensor holding each
+    parameter's run at its `memory.aligned_runs` offset. s first takes s - w = -(w - s) exactly (IEEE
     subtraction is antisymmetric) in place, whose stats flip into those of w - s: no allocation.
     `stats`: the multi_tensor_stats of the calling backend."""
     if not params:
         return torch.empty(0, 5, dtype=torch.int64), torch.empty(0, 4, dtype=torch.float64)
-    runs = snapshot.view(-1).split([p.numel() for p in params])
-    snapshots = [s.view(p.shape) for s, p in zip(runs, params)]
+    snapshots = snapshot_runs(params, snapshot)
     torch._foreach_sub_(snapshots, params)
     counts, moments = stats(list(params) + list(snapshots))
     n = len(params)

@@ -23,23 +23,27 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from ..kernels.memory import aligned_runs
 from ..stats import TensorStats
 
 
 class _Snapshot:
-    """The parameters of one (device, dtype) group at the last watched step, as one flat copy."""
+    """The parameters of one (device, dtype) group at the last watched step, in one buffer laid out by
+    `memory.aligned_runs` (each parameter's run 16-byte aligned), as the backends' update_stats read it."""
 
     def __init__(self, params: list[torch.Tensor]):
         self.signature = [(id(p), p.shape) for p in params]
-        self.flat = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
+        offsets, total = aligned_runs([p.numel() for p in params], params[0].element_size())
+        self.flat = torch.empty(total, dtype=params[0].dtype, device=params[0].device)
+        self.runs = [self.flat[o : o + p.numel()].view(p.shape) for o, p in zip(offsets, params)]
         self.valid = False
 
     def matches(self, params: list[torch.Tensor]) -> bool:
         return self.signature == [(id(p), p.shape) for p in params]
 
     def refresh(self, params: list[torch.Tensor]) -> None:
-        """w becomes the reference (the first watched step, or after a change of parameters)."""
-        torch.cat([p.reshape(-1) for p in params], out=self.flat)
+        """w becomes the reference (the first watched step, or after a change of parameters); under no_grad."""
+        torch._foreach_copy_(self.runs, params)
         self.valid = True
 
 

@@ -106,3 +106,16 @@ def row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
         out.append(acc)
         acc *= max(int(s), 1)
     return tuple(reversed(out))
+
+
+def layout_kind(p: Plan, tensors: Sequence, vec: int) -> int:
+    """The kernels' LAYOUT: 0 strided; 1 contiguous rows; 2 contiguous rows that every operand starts aligned to
+    `vec` elements (data pointer and row stride; `tensors` in the plan's operand order), so that `vec`
+    elements per thread load as one vector."""
+    if not p.contiguous:
+        return 0
+    aligned = all(
+        t.data_ptr() % (vec * t.element_size()) == 0 and (p.rows == 1 or st[0] % vec == 0)
+        for t, st in zip(tensors, p.strides)
+    )
+    return 2 if aligned and vec > 1 else 1

@@ -1,16 +1,26 @@
 """One-pass tensor / pair / multi-tensor statistics on the GPU (Triton), in the raw layouts of fastdiff.stats.
 
-Launch 1 — `tensor_stats_kernel`: each program walks super-tiles of its row grid-stride, folds them into
-per-lane moments (moments.py) and writes one partial (counts int64 [5], moments fp64 [4]).
+Launch 1 — `tensor_stats_kernel`: each program walks tiles of its row grid-stride, folds them into
+per-thread moments (moments.py) and writes one partial (counts int64 [5], moments fp64 [4]).
 Launch 2 — `merge_kernel`: one program per output row merges its partials in a fixed order (two-pass
 Chan merge in fp64), scales by the broadcast repeat, and writes the final raw stats. Skipped when a row
 has a single partial and nothing to scale. No float atomics, no host sync: results stay on the device.
 
-Multi-tensor: one launch of the same kernel per dtype group over a table of segments (data pointer as an
+Per-sample stats of short rows (<= config.ROWS_MAX_INNER elements) take `rows_stats_kernel` instead:
+one launch, several rows per program (a [1, ROWS, COLS] tile, one row per "thread"), final rows written
+directly — not one program per row.
+
+Multi-tensor: one launch of the stats kernel per dtype group over a table of segments (data pointer as an
 int64, sizes, strides, programs) — the pointer-table pattern of Triton's grouped-GEMM tutorial, which the
 interpreter runs as well (an int64 turned into a pointer is a bitcast there) — then one merge launch for
 all groups, straight into the rows of the result. 300 fp32 parameter tensors: 2 launches and one
 pinned host-to-device copy of the table (cached while the tensors stay the same).
+
+Kernel arguments: every integer size, stride and count is an int64 that is never specialised on its value
+(`do_not_specialize`), so one compiled kernel serves every shape of a (dtype, layout kind); the launcher
+states what the compiler may assume instead (`ROW_ALIGNED`: row offsets are multiples of the vector
+width). Every launch disables FMA contraction (`launch`): results round as written, as the interpreter
+and the float64 oracle's same-dtype runs do.
 """
 
 from __future__ import annotations
@@ -24,9 +34,18 @@ import triton.language as tl
 
 from ...stats import empty_pair_raw, empty_raw
 from . import config
-from .layout import Plan, plan
-from .moments import accumulate, lane_state, store_partial
-from .tiles import load_tile, tile_local
+from .layout import Plan, layout_kind, plan
+from .moments import accumulate, empty_state, store_partial, store_rows
+from .tiles import (
+    MAX_STRIDED_INNER,
+    load_view,
+    per_thread,
+    row_offset,
+    rows_tile_offsets,
+    thread_max,
+    thread_sum,
+    tile_local,
+)
 
 # dtypes a kernel loads directly; accumulation dtype per dtype (fp32 holds the small ones exactly)
 NATIVE = (
@@ -42,15 +61,23 @@ NATIVE = (
     torch.bool,
 )
 ACC64 = (torch.float64, torch.int32, torch.int64)
-SEG_FIELDS = 9  # ptr, inner, s2, s3, t1, t2, t3, programs, contiguous
+# a segment of the multi-tensor table: ptr, inner, s2, s3, t1, t2, t3, programs, program of the partial tile
+SEG_FIELDS = tl.constexpr(9)
 
-# Every kernel launch of this backend goes through `launch` (tests count them).
+# Every kernel launch of this backend goes through `launch` (tests count them). While `recording` is a list,
+# launches are appended to it instead of run (fastdiff.kernels.triton_gate compiles what they would run).
 launches = 0
+recording: list | None = None
 
 
 def launch(kernel, grid, *args, **kwargs):
+    """kernel[grid](*args, **kwargs), FMA contraction off (the FMA policy of every fastdiff kernel)."""
     global launches
     launches += 1
+    kwargs["enable_fp_fusion"] = False
+    if recording is not None:
+        recording.append((kernel, grid, args, kwargs))
+        return
     kernel[grid](*args, **kwargs)
 
 
@@ -71,119 +98,86 @@ def as_native(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 # kernels
 
-
-@triton.jit
-def _stats_range(
-    base,
-    row_off,
-    c,
-    C,
-    inner,
-    s2,
-    s3,
-    t1,
-    t2,
-    t3,
-    ACC: tl.constexpr,
-    CONTIG: tl.constexpr,
-    SUB: tl.constexpr,
-    LANES: tl.constexpr,
-):
-    """Per-lane moments of the super-tiles c, c + C, ... of one row."""
-    n, mean, m2, vmin, vmax, nan, posinf, neginf, zero = lane_state(LANES, ACC)
-    SUPER: tl.constexpr = SUB * LANES
-    n_tiles = (inner + SUPER - 1) // SUPER
-    for j in range(c, n_tiles, C):
-        start = tl.cast(j, tl.int64) * SUPER
-        if start + SUPER <= inner:
-            v = load_tile(base, row_off, start, inner, s2, s3, t1, t2, t3, CONTIG, False, SUB, LANES).to(ACC)
-            n, mean, m2, vmin, vmax, nan, posinf, neginf, zero = accumulate(
-                n, mean, m2, vmin, vmax, nan, posinf, neginf, zero, v, v == v, False
-            )
-        else:
-            v = load_tile(base, row_off, start, inner, s2, s3, t1, t2, t3, CONTIG, True, SUB, LANES).to(ACC)
-            valid = tile_local(SUB, LANES) < inner - start
-            n, mean, m2, vmin, vmax, nan, posinf, neginf, zero = accumulate(
-                n, mean, m2, vmin, vmax, nan, posinf, neginf, zero, v, valid, True
-            )
-    return n, mean, m2, vmin, vmax, nan, posinf, neginf, zero
+_INTS = ["inner", "row_stride", "s2", "s3", "t1", "t2", "t3", "progs_per_row", "tail_c", "part_base", "n_rows"]
+_PTRS = ["x_ptr", "counts_ptr", "moments_ptr", "seg_ptr", "prog_ptr"]
 
 
 @triton.jit
+def _stats_range(view, c, C, tail_c, inner, s2, s3, ACC: tl.constexpr, LAYOUT: tl.constexpr, SUB: tl.constexpr,
+                 NT: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+    """Per-thread moments of the tiles c, c + C, ... of one row (a view: base pointer, t1, t2, t3); program
+    c == tail_c also takes the partial last tile."""
+    TILE: tl.constexpr = SUB * NT * VEC
+    state = empty_state(NT, ACC)
+    local = tile_local(SUB, NT, VEC)
+    n_full = inner // TILE
+    for j in range(c, n_full, C):
+        v = load_view(view, tl.cast(j, tl.int64) * TILE, local, s2, s3, TILE, LAYOUT, False).to(ACC)
+        state = accumulate(state, v, local < TILE, False)
+    if c == tail_c:  # the partial last tile
+        start = tl.cast(n_full, tl.int64) * TILE
+        v = load_view(view, start, local, s2, s3, inner - start, LAYOUT, True).to(ACC)
+        state = accumulate(state, v, local < inner - start, True)
+    return state
+
+
+@triton.jit(do_not_specialize=_INTS, do_not_specialize_on_alignment=_PTRS)
 def tensor_stats_kernel(
-    x_ptr,
-    counts_ptr,
-    moments_ptr,
-    seg_ptr,
-    prog_ptr,
-    part_base,
-    inner,
-    row_stride,
-    s2,
-    s3,
-    t1,
-    t2,
-    t3,
-    progs_per_row,
-    ACC: tl.constexpr,
-    TABLE: tl.constexpr,
-    CONTIG: tl.constexpr,
-    ALIGNED: tl.constexpr,
-    SUB: tl.constexpr,
-    LANES: tl.constexpr,
-):
+    x_ptr, counts_ptr, moments_ptr, seg_ptr, prog_ptr,
+    part_base: tl.int64, inner: tl.int64, row_stride: tl.int64, s2: tl.int64, s3: tl.int64,
+    t1: tl.int64, t2: tl.int64, t3: tl.int64, progs_per_row: tl.int32, tail_c: tl.int32,
+    ACC: tl.constexpr, TABLE: tl.constexpr, LAYOUT: tl.constexpr,
+    SUB: tl.constexpr, NT: tl.constexpr, VEC: tl.constexpr,
+):  # fmt: skip
     """Scalar mode: program pid = row * progs_per_row + c. Table mode: (segment, c) from `prog_ptr`."""
     pid = tl.program_id(0)
     if TABLE:
         seg = tl.load(prog_ptr + 2 * pid)
         c = tl.load(prog_ptr + 2 * pid + 1)
         rec = seg_ptr + seg * SEG_FIELDS
-        addr = tl.load(rec)
-        if ALIGNED:  # every data pointer of this group is 16-byte aligned: lets the loads vectorise
-            addr = tl.multiple_of(addr, 16)
-        base = addr.to(tl.pointer_type(x_ptr.dtype.element_ty))
-        seg_inner = tl.load(rec + 1)
-        seg_s2 = tl.load(rec + 2)
-        seg_s3 = tl.load(rec + 3)
-        seg_t1 = tl.load(rec + 4)
-        seg_t2 = tl.load(rec + 5)
-        seg_t3 = tl.load(rec + 6)
-        C = tl.load(rec + 7)
-        row_off = tl.zeros((), tl.int64)
-        if tl.load(rec + 8) != 0:
-            acc = _stats_range(
-                base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, True, SUB, LANES
-            )
-        else:
-            acc = _stats_range(
-                base, row_off, c, C, seg_inner, seg_s2, seg_s3, seg_t1, seg_t2, seg_t3, ACC, False, SUB, LANES
-            )
+        base = tl.load(rec).to(tl.pointer_type(x_ptr.dtype.element_ty))
+        view = (base, tl.load(rec + 4), tl.load(rec + 5), tl.load(rec + 6))
+        state = _stats_range(
+            view, c, tl.load(rec + 7), tl.load(rec + 8), tl.load(rec + 1), tl.load(rec + 2), tl.load(rec + 3),
+            ACC, LAYOUT, SUB, NT, VEC,
+        )  # fmt: skip
     else:
         r = pid // progs_per_row
         c = pid % progs_per_row
-        row_off = r.to(tl.int64) * row_stride
-        acc = _stats_range(x_ptr, row_off, c, progs_per_row, inner, s2, s3, t1, t2, t3, ACC, CONTIG, SUB, LANES)
-    n, mean, m2, vmin, vmax, nan, posinf, neginf, zero = acc
-    store_partial(counts_ptr, moments_ptr, part_base + pid, n, mean, m2, vmin, vmax, nan, posinf, neginf, zero)
+        view = (x_ptr + row_offset(r, row_stride, VEC, LAYOUT), t1, t2, t3)
+        state = _stats_range(view, c, progs_per_row, tail_c, inner, s2, s3, ACC, LAYOUT, SUB, NT, VEC)
+    store_partial(counts_ptr, moments_ptr, part_base + pid, state)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_INTS, do_not_specialize_on_alignment=_PTRS)
+def rows_stats_kernel(
+    x_ptr, counts_ptr, moments_ptr,
+    n_rows: tl.int64, inner: tl.int64, row_stride: tl.int64, s2: tl.int64, s3: tl.int64,
+    t1: tl.int64, t2: tl.int64, t3: tl.int64,
+    ACC: tl.constexpr, LAYOUT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+):  # fmt: skip
+    """Final raw stats of rows pid * ROWS + [0, ROWS), COLS columns of each at a time: no merge launch."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    cols = tl.arange(0, COLS)[None, None, :]
+    state = empty_state(ROWS, ACC)
+    for c0 in range(0, inner, COLS):
+        valid = per_thread(row_ok) & (cols < inner - c0)
+        offs = rows_tile_offsets(rows, row_stride, cols + c0, s2, s3, t1, t2, t3, LAYOUT)
+        v = tl.load(x_ptr + offs, mask=valid, other=0).to(ACC)
+        state = accumulate(state, v, valid, True)
+    store_rows(counts_ptr, moments_ptr, rows, row_ok, state)
+
+
+@triton.jit(
+    do_not_specialize=["n_out", "per_output", "repeat", "n_extra"],
+    do_not_specialize_on_alignment=["counts_p", "moments_p", "counts_o", "moments_o", "tab_ptr", "extra_p", "extra_o"],
+)
 def merge_kernel(
-    counts_p,
-    moments_p,
-    counts_o,
-    moments_o,
-    tab_ptr,
-    n_out,
-    per_output,
-    repeat,
-    extra_p,
-    extra_o,
-    n_extra,
-    TABLE: tl.constexpr,
-    HAS_EXTRA: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+    counts_p, moments_p, counts_o, moments_o, tab_ptr,
+    n_out: tl.int64, per_output: tl.int64, repeat: tl.int64, extra_p, extra_o, n_extra: tl.int64,
+    TABLE: tl.constexpr, HAS_EXTRA: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
     """Output row o = exact merge of partial rows [start, start + count) (Chan, two-pass, fp64), x repeat.
 
     Table rows (int64): start, count, output row, repeat. Program 0 also sums `extra_p` (the step's
@@ -267,68 +261,96 @@ def merge_kernel(
 
 
 @triton.jit
-def pair_stats_kernel(
-    a_ptr,
-    b_ptr,
-    part_ptr,
-    inner,
-    s2,
-    s3,
-    ar,
-    a1,
-    a2,
-    a3,
-    br,
-    b1,
-    b2,
-    b3,
-    progs_per_row,
-    CONTIG: tl.constexpr,
-    SUB: tl.constexpr,
-    LANES: tl.constexpr,
-):
-    """Partial n, sum ab, sum a^2, sum b^2, sum (a - b)^2, max |a - b| of one program, in fp64.
+def _pair_sums(a, b, valid):
+    """Per-thread fp64 n, sum ab, sum a^2, sum b^2, sum (a - b)^2, max |a - b| of a pair of tiles (0 outside valid).
 
     Products of fp32 values are exact in fp64; the max is NaN exactly when sum (a - b)^2 is (a NaN
     difference), so NaN propagates like torch.amax whatever the hardware max does with NaN.
     """
-    pid = tl.program_id(0)
-    r = pid // progs_per_row
-    c = pid % progs_per_row
-    a_off = r.to(tl.int64) * ar
-    b_off = r.to(tl.int64) * br
-    SUPER: tl.constexpr = SUB * LANES
-    zf = tl.zeros((LANES,), tl.float64)
-    n, dot, sa, sb, sd, mx = zf, zf, zf, zf, zf, zf
-    n_tiles = (inner + SUPER - 1) // SUPER
-    for j in range(c, n_tiles, progs_per_row):
-        start = tl.cast(j, tl.int64) * SUPER
-        if start + SUPER <= inner:
-            a = load_tile(a_ptr, a_off, start, inner, s2, s3, a1, a2, a3, CONTIG, False, SUB, LANES).to(tl.float64)
-            b = load_tile(b_ptr, b_off, start, inner, s2, s3, b1, b2, b3, CONTIG, False, SUB, LANES).to(tl.float64)
-            n += SUB
-        else:
-            a = load_tile(a_ptr, a_off, start, inner, s2, s3, a1, a2, a3, CONTIG, True, SUB, LANES).to(tl.float64)
-            b = load_tile(b_ptr, b_off, start, inner, s2, s3, b1, b2, b3, CONTIG, True, SUB, LANES).to(tl.float64)
-            n += tl.sum((tile_local(SUB, LANES) < inner - start).to(tl.float64), axis=0)
-        d = a - b
-        dot += tl.sum(a * b, axis=0)
-        sa += tl.sum(a * a, axis=0)
-        sb += tl.sum(b * b, axis=0)
-        sd += tl.sum(d * d, axis=0)
-        mx = tl.maximum(mx, tl.max(tl.abs(d), axis=0))
-    p = part_ptr + pid.to(tl.int64) * 6
-    sd_t = tl.sum(sd, axis=0)
-    tl.store(p, tl.sum(n, axis=0))
-    tl.store(p + 1, tl.sum(dot, axis=0))
-    tl.store(p + 2, tl.sum(sa, axis=0))
-    tl.store(p + 3, tl.sum(sb, axis=0))
-    tl.store(p + 4, sd_t)
-    tl.store(p + 5, tl.where(sd_t != sd_t, float("nan"), tl.max(mx, axis=0)))
+    a = a.to(tl.float64)
+    b = b.to(tl.float64)
+    d = a - b
+    n = thread_sum(valid.to(tl.float64))
+    return n, thread_sum(a * b), thread_sum(a * a), thread_sum(b * b), thread_sum(d * d), thread_max(tl.abs(d))
 
 
 @triton.jit
-def pair_merge_kernel(part_ptr, out_ptr, per_output, repeat, BLOCK: tl.constexpr):
+def _pair_add(acc, t):
+    return acc[0] + t[0], acc[1] + t[1], acc[2] + t[2], acc[3] + t[3], acc[4] + t[4], tl.maximum(acc[5], t[5])
+
+
+_PAIR_INTS = ["n_rows", "inner", "s2", "s3", "ar", "a1", "a2", "a3", "br", "b1", "b2", "b3", "progs_per_row", "tail_c"]
+_PAIR_PTRS = ["a_ptr", "b_ptr", "part_ptr", "out_ptr"]
+
+
+@triton.jit(do_not_specialize=_PAIR_INTS, do_not_specialize_on_alignment=_PAIR_PTRS)
+def pair_stats_kernel(
+    a_ptr, b_ptr, part_ptr, inner: tl.int64, s2: tl.int64, s3: tl.int64,
+    ar: tl.int64, a1: tl.int64, a2: tl.int64, a3: tl.int64,
+    br: tl.int64, b1: tl.int64, b2: tl.int64, b3: tl.int64, progs_per_row: tl.int32, tail_c: tl.int32,
+    LAYOUT: tl.constexpr, SUB: tl.constexpr, NT: tl.constexpr, VEC: tl.constexpr,
+):  # fmt: skip
+    """Partial pair sums (fastdiff.stats pair layout) of one program, in fp64."""
+    TILE: tl.constexpr = SUB * NT * VEC
+    pid = tl.program_id(0)
+    r = (pid // progs_per_row).to(tl.int64)
+    c = pid % progs_per_row
+    va = (a_ptr + row_offset(r, ar, VEC, LAYOUT), a1, a2, a3)
+    vb = (b_ptr + row_offset(r, br, VEC, LAYOUT), b1, b2, b3)
+    local = tile_local(SUB, NT, VEC)
+    zf = tl.zeros((NT,), tl.float64)
+    acc = (zf, zf, zf, zf, zf, zf)
+    n_full = inner // TILE
+    for j in range(c, n_full, progs_per_row):
+        start = tl.cast(j, tl.int64) * TILE
+        a = load_view(va, start, local, s2, s3, TILE, LAYOUT, False)
+        b = load_view(vb, start, local, s2, s3, TILE, LAYOUT, False)
+        acc = _pair_add(acc, _pair_sums(a, b, local < TILE))
+    if c == tail_c:
+        start = tl.cast(n_full, tl.int64) * TILE
+        a = load_view(va, start, local, s2, s3, inner - start, LAYOUT, True)
+        b = load_view(vb, start, local, s2, s3, inner - start, LAYOUT, True)
+        acc = _pair_add(acc, _pair_sums(a, b, local < inner - start))
+    p = part_ptr + pid.to(tl.int64) * 6
+    sd_t = tl.sum(acc[4], axis=0)
+    tl.store(p, tl.sum(acc[0], axis=0))
+    tl.store(p + 1, tl.sum(acc[1], axis=0))
+    tl.store(p + 2, tl.sum(acc[2], axis=0))
+    tl.store(p + 3, tl.sum(acc[3], axis=0))
+    tl.store(p + 4, sd_t)
+    tl.store(p + 5, tl.where(sd_t != sd_t, float("nan"), tl.max(acc[5], axis=0)))
+
+
+@triton.jit(do_not_specialize=_PAIR_INTS, do_not_specialize_on_alignment=_PAIR_PTRS)
+def pair_rows_kernel(
+    a_ptr, b_ptr, out_ptr, n_rows: tl.int64, inner: tl.int64, s2: tl.int64, s3: tl.int64,
+    ar: tl.int64, a1: tl.int64, a2: tl.int64, a3: tl.int64,
+    br: tl.int64, b1: tl.int64, b2: tl.int64, b3: tl.int64,
+    LAYOUT: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
+):  # fmt: skip
+    """Final pair sums of rows pid * ROWS + [0, ROWS), COLS columns of each at a time: no merge launch."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    cols = tl.arange(0, COLS)[None, None, :]
+    zf = tl.zeros((ROWS,), tl.float64)
+    acc = (zf, zf, zf, zf, zf, zf)
+    for c0 in range(0, inner, COLS):
+        valid = per_thread(row_ok) & (cols < inner - c0)
+        a = tl.load(a_ptr + rows_tile_offsets(rows, ar, cols + c0, s2, s3, a1, a2, a3, LAYOUT), mask=valid, other=0)
+        b = tl.load(b_ptr + rows_tile_offsets(rows, br, cols + c0, s2, s3, b1, b2, b3, LAYOUT), mask=valid, other=0)
+        acc = _pair_add(acc, _pair_sums(a, b, valid))
+    n, dot, sa, sb, sd, mx = acc
+    p = out_ptr + rows * 6
+    tl.store(p, n, mask=row_ok)
+    tl.store(p + 1, dot, mask=row_ok)
+    tl.store(p + 2, sa, mask=row_ok)
+    tl.store(p + 3, sb, mask=row_ok)
+    tl.store(p + 4, sd, mask=row_ok)
+    tl.store(p + 5, tl.where(sd != sd, float("nan"), mx), mask=row_ok)
+
+
+@triton.jit(do_not_specialize=["per_output", "repeat"], do_not_specialize_on_alignment=["part_ptr", "out_ptr"])
+def pair_merge_kernel(part_ptr, out_ptr, per_output: tl.int64, repeat: tl.int64, BLOCK: tl.constexpr):
     """Output row o: sums of partial rows [o * per_output, ...) x repeat, NaN-propagating max."""
     o = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
@@ -366,13 +388,26 @@ def _programs_per_row(inner: int, rows: int, tile_size: int, device: torch.devic
     return max(1, min(math.ceil(inner / tile_size), math.ceil(config.target_programs(device) / rows)))
 
 
-def _plan_or_copy(x: torch.Tensor, *, per_sample: bool, min_row: int) -> tuple[torch.Tensor, Plan]:
-    shape, stride = (tuple(x.shape), tuple(x.stride())) if x.dim() else ((1,), (1,))
-    p = plan(shape, [stride], keep_rows=per_sample, drop_broadcast=True, min_row=min_row)
-    if p is None:  # more than 4 irreducible dims: one contiguous copy (rare; documented)
-        x = x.contiguous()
-        p = plan(shape, [x.stride() if x.dim() else (1,)], keep_rows=per_sample, drop_broadcast=True, min_row=min_row)
-    return x, p
+def tail_program(inner: int, tile_size: int, programs: int) -> int:
+    """The program (of `programs` per row, tiles dealt round-robin) that takes the partial last tile; -1: none."""
+    return (inner // tile_size) % programs if inner % tile_size else -1
+
+
+def _plan(tensors: list[torch.Tensor], *, per_sample: bool, min_row: int) -> tuple[list[torch.Tensor], Plan]:
+    """The walk over same-shape tensors; more than 4 irreducible dims: contiguous copies (rare; documented)."""
+    shape = tuple(tensors[0].shape) if tensors[0].dim() else (1,)
+    strides = [tuple(t.stride()) if t.dim() else (1,) for t in tensors]
+    p = plan(shape, strides, keep_rows=per_sample, drop_broadcast=True, min_row=min_row)
+    if p is None or (not p.contiguous and p.inner >= MAX_STRIDED_INNER):
+        tensors = [t.contiguous() for t in tensors]
+        strides = [tuple(t.stride()) if t.dim() else (1,) for t in tensors]
+        p = plan(shape, strides, keep_rows=per_sample, drop_broadcast=True, min_row=min_row)
+    return tensors, p
+
+
+def _packed_rows(p: Plan) -> bool:
+    """Per-sample rows short enough for the packed kernels (several rows per program, no merge)."""
+    return p.rows > 1 and p.inner <= config.ROWS_MAX_INNER and p.repeat == 1
 
 
 def merge(counts_p, moments_p, n_out: int, per_output: int, repeat: int, *, extra=None):
@@ -408,13 +443,22 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
     if x.numel() == 0:
         return empty_raw(() if rows_out is None else (rows_out,), device=x.device)
     x = as_native(x)
-    tile = config.stats_tile(x.element_size())
-    x, p = _plan_or_copy(x, per_sample=per_sample, min_row=tile.size)
+    tile = config.stats_tile(x.dtype)
+    (x,), p = _plan([x], per_sample=per_sample, min_row=tile.size)
+    row_stride, t1, t2, t3 = p.strides[0]
+    if per_sample and _packed_rows(p):
+        counts = torch.empty(p.rows, 5, dtype=torch.int64, device=x.device)
+        moments = torch.empty(p.rows, 4, dtype=torch.float64, device=x.device)
+        launch(rows_stats_kernel, (math.ceil(p.rows / config.ROWS),), x, counts, moments, p.rows, p.inner,
+               row_stride, p.sizes[1], p.sizes[2], t1, t2, t3, ACC=acc_dtype(x.dtype), LAYOUT=int(p.contiguous),
+               ROWS=config.ROWS, COLS=config.COLS, num_warps=config.ROWS_WARPS)  # fmt: skip
+        return counts, moments
+    if not p.contiguous:
+        tile = config.stats_tile(x.dtype, vector=False)
     C = _programs_per_row(p.inner, p.rows, tile.size, x.device)
     P = p.rows * C
     counts_p = torch.empty(P, 5, dtype=torch.int64, device=x.device)
     moments_p = torch.empty(P, 4, dtype=torch.float64, device=x.device)
-    row_stride, t1, t2, t3 = p.strides[0]
     launch(
         tensor_stats_kernel,
         (P,),
@@ -432,12 +476,13 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
         t2,
         t3,
         C,
+        tail_program(p.inner, tile.size, C),
         ACC=acc_dtype(x.dtype),
         TABLE=False,
-        CONTIG=p.contiguous,
-        ALIGNED=False,
+        LAYOUT=layout_kind(p, [x], tile.vec),
         SUB=tile.sub,
-        LANES=tile.lanes,
+        NT=tile.threads,
+        VEC=tile.vec,
         num_warps=tile.num_warps,
     )
     if per_sample:
@@ -455,15 +500,16 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
     rows_out = a.shape[0] if per_sample else None
     if a.numel() == 0:
         return empty_pair_raw(() if rows_out is None else (rows_out,), device=a.device)
-    a, b = as_native(a), as_native(b)
     tile = config.pair_tile()
-    shape = tuple(a.shape) if a.dim() else (1,)
-    strides = [tuple(t.stride()) if t.dim() else (1,) for t in (a, b)]
-    p = plan(shape, strides, keep_rows=per_sample, drop_broadcast=True, min_row=tile.size)
-    if p is None:
-        a, b = a.contiguous(), b.contiguous()
-        strides = [tuple(t.stride()) if t.dim() else (1,) for t in (a, b)]
-        p = plan(shape, strides, keep_rows=per_sample, drop_broadcast=True, min_row=tile.size)
+    (a, b), p = _plan([as_native(a), as_native(b)], per_sample=per_sample, min_row=tile.size)
+    if per_sample and _packed_rows(p):
+        out = torch.empty(p.rows, 6, dtype=torch.float64, device=a.device)
+        launch(pair_rows_kernel, (math.ceil(p.rows / config.ROWS),), a, b, out, p.rows, p.inner, p.sizes[1],
+               p.sizes[2], *p.strides[0], *p.strides[1], LAYOUT=int(p.contiguous), ROWS=config.ROWS,
+               COLS=config.COLS, num_warps=config.ROWS_WARPS)  # fmt: skip
+        return out
+    if not p.contiguous:
+        tile = config.pair_tile(vector=False)
     C = _programs_per_row(p.inner, p.rows, tile.size, a.device)
     P = p.rows * C
     part = torch.empty(P, 6, dtype=torch.float64, device=a.device)
@@ -479,9 +525,11 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
         *p.strides[0],
         *p.strides[1],
         C,
-        CONTIG=p.contiguous,
+        tail_program(p.inner, tile.size, C),
+        LAYOUT=layout_kind(p, [a, b], tile.vec),
         SUB=tile.sub,
-        LANES=tile.lanes,
+        NT=tile.threads,
+        VEC=tile.vec,
         num_warps=tile.num_warps,
     )
     n_out = p.rows if per_sample else 1
@@ -490,7 +538,8 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
         out = part
     else:
         out = torch.empty(n_out, 6, dtype=torch.float64, device=a.device)
-        launch(pair_merge_kernel, (n_out,), part, out, per_output, p.repeat, BLOCK=config.MERGE_BLOCK, num_warps=4)
+        launch(pair_merge_kernel, (n_out,), part, out, per_output, p.repeat, BLOCK=config.MERGE_BLOCK,
+               num_warps=config.MERGE_WARPS)  # fmt: skip
     return out if per_sample else out[0]
 
 
@@ -510,11 +559,13 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _build_tables(xs: list[torch.Tensor]):
-    """(table on device, [(group dtype, aligned, part offset, programs, seg offset, prog offset)], keep-alive)."""
+    """(table on device, [(dtype, layout, tile, part offset, programs, seg offset, prog offset)], n_seg, n_prog,
+    n_part, keep-alive). Segments are grouped by dtype and layout kind (strided, contiguous, contiguous and
+    aligned): one launch per group."""
     device = xs[0].device
     target = config.target_programs(device)
     keep = []
-    items = []  # (index, tensor, plan)
+    groups: OrderedDict = OrderedDict()
     for i, x in enumerate(xs):
         if x.numel() == 0:
             continue
@@ -524,38 +575,32 @@ def _build_tables(xs: list[torch.Tensor]):
             x = native
         shape, stride = (tuple(x.shape), tuple(x.stride())) if x.dim() else ((1,), (1,))
         p = plan(shape, [stride], drop_broadcast=True, min_row=1 << 62)
-        if p is None or p.rows > 1:  # segments have no row dim: irreducible layouts are copied (rare)
+        if p is None or p.rows > 1 or (not p.contiguous and p.inner >= MAX_STRIDED_INNER):  # copied (rare)
             x = x.contiguous()
             keep.append(x)
             p = plan(shape, [x.stride() if x.dim() else (1,)], drop_broadcast=True, min_row=1 << 62)
-        items.append((i, x, p))
-    groups: OrderedDict = OrderedDict()
-    for i, x, p in items:
-        aligned = x.data_ptr() % 16 == 0
-        groups.setdefault((x.dtype, aligned), []).append((i, x, p))
+        layout = layout_kind(p, [x], config.stats_tile(x.dtype).vec)
+        groups.setdefault((x.dtype, layout), []).append((i, x, p))
 
-    seg_rows, prog_rows, merge_rows, launches_info = [], [], [], []
+    seg_rows, prog_rows, launches_info = [], [], []
     part = 0
-    merge_by_index = {}
-    for (dtype, aligned), members in groups.items():
-        tile = config.stats_tile(torch.empty((), dtype=dtype).element_size())
+    merge_rows = [[0, 0, i, 1] for i in range(len(xs))]
+    for (dtype, layout), members in groups.items():
+        tile = config.stats_tile(dtype, vector=layout > 0)
         total = sum(p.inner for _, _, p in members)
         seg0, prog0, part0 = len(seg_rows), len(prog_rows), part
         for local_seg, (i, x, p) in enumerate(members):
             n_tiles = math.ceil(p.inner / tile.size)
             progs = max(1, min(n_tiles, round(target * p.inner / total)))
             _, t1, t2, t3 = p.strides[0]
-            seg_rows.append([x.data_ptr(), p.inner, p.sizes[1], p.sizes[2], t1, t2, t3, progs, int(p.contiguous)])
+            tail = tail_program(p.inner, tile.size, progs)
+            seg_rows.append([x.data_ptr(), p.inner, p.sizes[1], p.sizes[2], t1, t2, t3, progs, tail])
             prog_rows.extend([[local_seg, c] for c in range(progs)])
-            merge_by_index[i] = [part, progs, i, p.repeat]
+            merge_rows[i] = [part, progs, i, p.repeat]
             part += progs
-        launches_info.append((dtype, aligned, tile, part0, part - part0, seg0, prog0))
-    for i in range(len(xs)):
-        merge_rows.append(merge_by_index.get(i, [0, 0, i, 1]))
-    flat = [v for row in seg_rows for v in row] + [v for row in prog_rows for v in row]
-    flat += [v for row in merge_rows for v in row]
-    host = torch.tensor(flat, dtype=torch.int64)
-    table = _to_device(host, device)
+        launches_info.append((dtype, layout, tile, part0, part - part0, seg0, prog0))
+    flat = [v for rows in (seg_rows, prog_rows, merge_rows) for row in rows for v in row]
+    table = _to_device(torch.tensor(flat, dtype=torch.int64), device)
     return table, launches_info, len(seg_rows), len(prog_rows), part, keep
 
 
@@ -574,10 +619,9 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     table, groups, n_seg, n_prog, n_part, _keep = cached
     counts_p = torch.empty(max(n_part, 1), 5, dtype=torch.int64, device=device)
     moments_p = torch.empty(max(n_part, 1), 4, dtype=torch.float64, device=device)
-    seg_tab = table
     prog_tab = table[n_seg * SEG_FIELDS :]
     merge_tab = table[n_seg * SEG_FIELDS + 2 * n_prog :]
-    for dtype, aligned, tile, part0, progs, seg0, prog0 in groups:
+    for dtype, layout, tile, part0, progs, seg0, prog0 in groups:
         first = torch.empty(1, dtype=dtype, device=device)  # carries the element type only
         launch(
             tensor_stats_kernel,
@@ -585,7 +629,7 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
             first,
             counts_p,
             moments_p,
-            seg_tab[seg0 * SEG_FIELDS :],
+            table[seg0 * SEG_FIELDS :],
             prog_tab[2 * prog0 :],
             part0,
             0,
@@ -596,12 +640,13 @@ def multi_tensor_stats(xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
             0,
             0,
             1,
+            -1,
             ACC=acc_dtype(dtype),
             TABLE=True,
-            CONTIG=True,
-            ALIGNED=aligned,
+            LAYOUT=layout,
             SUB=tile.sub,
-            LANES=tile.lanes,
+            NT=tile.threads,
+            VEC=tile.vec,
             num_warps=tile.num_warps,
         )
     counts = torch.empty(len(xs), 5, dtype=torch.int64, device=device)
