@@ -52,8 +52,9 @@ RUN_ALIGN_BYTES = 16  # a 16-byte vector load
 
 def aligned_runs(numels: list[int], itemsize: int) -> tuple[list[int], int]:
     """(start of each run, total elements) of one buffer holding runs of `numels` elements in order, each
-    starting at the first multiple of 16 bytes after the previous one — the layout of the probe watch's parameter snapshot, so that every run
-    is as aligned as a tensor of its own (vector loads in the kernels, and the same results as for one).
+    starting at the first multiple of 16 bytes after the previous one: the layout of the probe watch's
+    parameter snapshot, so that every run is as aligned as a tensor of its own (vector loads in the kernels,
+    and the same results as for one).
 
     >>> aligned_runs([35, 7, 16], 4)
     ([0, 36, 44], 60)
