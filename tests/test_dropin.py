@@ -743,6 +743,10 @@ def test_ddim_pipeline_same_images():
         (diffusers.HeunDiscreteScheduler, {}),
         (diffusers.FlowMatchEulerDiscreteScheduler, dict(stochastic_sampling=True)),
         (diffusers.DPMSolverMultistepScheduler, dict(solver_order=3, algorithm_type="sde-dpmsolver++")),
+        (diffusers.DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver", final_sigmas_type="sigma_min")),
+        (diffusers.UniPCMultistepScheduler, dict(solver_order=4, thresholding=True)),
+        (diffusers.UniPCMultistepScheduler, dict(predict_x0=False, prediction_type="v_prediction")),
+        (diffusers.FlowMatchEulerDiscreteScheduler, dict(invert_sigmas=True)),
     ],
 )
 def test_no_host_sync_on_cuda(parent_cls, cfg):
