@@ -18,6 +18,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from ...samplers import dpmpp_coeffs
 from ...samplers.dpmsolver import dpm_solver_coeffs, flow_alpha_sigma
 from ...samplers.plan import ve_to_vp
+from ...step import StepCoeffs
 from .base import NO_STEPS_ERROR, FusedScheduler
 
 DATA_PREDICTION = ("dpmsolver++", "sde-dpmsolver++")
@@ -57,6 +58,25 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
             return 2
         return 3
 
+    def _coeffs(self, i: int, order: int, prediction_type: str) -> StepCoeffs:
+        """Step i's update of the given order, the model output read as `prediction_type` (x0 for the
+        data-prediction solvers, eps for the noise-prediction ones): host maths of the step index and config."""
+        cfg = self.config
+        sde = cfg.algorithm_type.startswith("sde-")
+        now, nxt = self._alpha_sigma(i), self._alpha_sigma(i + 1)
+        previous = tuple(self._alpha_sigma(i - k) for k in range(1, order))
+        if cfg.algorithm_type in DATA_PREDICTION:
+            return dpmpp_coeffs(
+                prediction_type,
+                *now,
+                *nxt,
+                previous,
+                eta=1.0 if sde else 0.0,
+                solver_type=cfg.solver_type,
+                d2_weight=self._sde_d2_weight(i) if order == 3 and sde else None,
+            )
+        return dpm_solver_coeffs(prediction_type, *now, *nxt, previous, sde=sde, solver_type=cfg.solver_type)
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -76,25 +96,11 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
         cfg = self.config
         i = self.step_index
         order = self._order(i, len(self.timesteps))
-        algorithm = cfg.algorithm_type
-        sde = algorithm.startswith("sde-")
-        now, nxt = self._alpha_sigma(i), self._alpha_sigma(i + 1)
-        previous = tuple(self._alpha_sigma(i - k) for k in range(1, order))
         history = tuple(self.model_outputs[-k] for k in range(1, order))  # m1, m2: the latest model outputs
-
         p = "flow" if cfg.prediction_type == "flow_prediction" else cfg.prediction_type
         if p == "epsilon" and cfg.variance_type in ("learned", "learned_range"):
             model_output = model_output[:, :3]  # the mean (the parent's conversion takes these channels)
-        if algorithm in DATA_PREDICTION:
-            coeffs = dpmpp_coeffs(
-                p,
-                *now,
-                *nxt,
-                previous,
-                eta=1.0 if sde else 0.0,
-                solver_type=cfg.solver_type,
-                d2_weight=self._sde_d2_weight(i) if order == 3 and sde else None,
-            )
+        if cfg.algorithm_type in DATA_PREDICTION:
             out, clip, newest = model_output, self._clip(), None  # newest: the fused step's x0
         else:
             newest = self.convert_model_output(model_output, sample=sample)  # eps for the history, as the parent's
@@ -103,11 +109,11 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
             else:  # read in the fused step from the model output (for an eps model, newest is that output)
                 out = model_output
             clip = None
-            coeffs = dpm_solver_coeffs(p, *now, *nxt, previous, sde=sde, solver_type=cfg.solver_type)
+        coeffs = self._coeffs(i, order, p)
         self._check_shapes(out, sample)
 
         noise = None
-        if sde:
+        if cfg.algorithm_type.startswith("sde-"):
             if variance_noise is None:
                 noise = self._noise_like(out, generator, dtype=torch.float32)
             else:
