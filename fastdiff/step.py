@@ -193,16 +193,17 @@ class DynamicThreshold:
     """Per-sample dynamic thresholding (Imagen, Saharia et al. 2022, section 2.3).
 
     s_b = clamp(quantile(|x0_b|, ratio), 1, max_value);  x0_b <- clamp(x0_b, -s_b, s_b) / s_b.
+    The clamp is torch.clamp's (as diffusers'): max_value < 1 gives s_b = max_value.
     """
 
     ratio: float = 0.995
     max_value: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"dynamic thresholding ratio must be in (0, 1]; got {self.ratio}")
-        if not self.max_value >= 1.0:
-            raise ValueError(f"dynamic thresholding max_value must be >= 1; got {self.max_value}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"dynamic thresholding ratio must be in [0, 1]; got {self.ratio}")
+        if not self.max_value > 0.0:
+            raise ValueError(f"dynamic thresholding max_value must be > 0; got {self.max_value}")
 
 
 def normalize_clip(clip) -> ClipRange | DynamicThreshold | None:

@@ -16,6 +16,7 @@ diffusers = pytest.importorskip("diffusers")
 from test_dropin import (  # noqa: E402
     assert_loops_equal,
     compare,
+    compare_free_running,
     draw_multistep_sigmas,
     run_loop,
     samples,
@@ -29,18 +30,20 @@ from fastdiff.samplers.unipc import unipc_coeffs  # noqa: E402
 @given(data=st.data(), x_T=samples, seed=seeds)
 def test_unipc(data, x_T, seed):
     cfg = dict(
-        solver_order=data.draw(st.sampled_from([1, 2, 3])),
+        solver_order=data.draw(st.sampled_from([1, 2, 3, 4])),
         solver_type=data.draw(st.sampled_from(["bh1", "bh2"])),
         lower_order_final=data.draw(st.booleans()),
         final_sigmas_type=data.draw(st.sampled_from(["zero", "sigma_min"])),
+        predict_x0=data.draw(st.booleans()),
     )
     if data.draw(st.booleans()):
         cfg["disable_corrector"] = data.draw(st.lists(st.integers(0, 6), max_size=3, unique=True))
-    model = draw_multistep_sigmas(data, cfg, ("karras", "exponential", "beta"))
+    model = draw_multistep_sigmas(data, cfg, ("karras", "exponential", "beta"), flow=cfg["predict_x0"])
     n = data.draw(st.integers(1, 20))
-    try:  # the parent's own failures: a ladder shorter than the steps asked, a singular solve at sigma = 0
+    try:  # the parent's own failures: a ladder shorter than the steps asked, a singular solve at sigma = 0, a flow
+        # prediction in the noise-prediction form
         want = run_loop(diffusers.UniPCMultistepScheduler(**cfg), n, x_T, model=model)
-    except (AssertionError, IndexError, RuntimeError):
+    except (AssertionError, IndexError, RuntimeError, ValueError):
         with pytest.raises((AssertionError, IndexError, ValueError)):
             run_loop(fdd.FastUniPCMultistepScheduler(**cfg), n, x_T, model=model)
         return
@@ -52,7 +55,8 @@ def test_unipc(data, x_T, seed):
         else:
             assert all(torch.isfinite(g.prev_sample).all() for g in got)
         return
-    compare(diffusers.UniPCMultistepScheduler, cfg, n, x_T, seed, model=model)
+    check = compare if cfg["predict_x0"] else compare_free_running  # (see compare_free_running)
+    check(diffusers.UniPCMultistepScheduler, cfg, n, x_T, seed, model=model)
 
 
 @pytest.mark.parametrize("order", [1, 2, 3])
@@ -86,20 +90,36 @@ def test_unipc_coeffs_first_order_is_ddim():
 
 
 @pytest.mark.parametrize(
-    "kw, option",
+    "cfg",
     [
-        (dict(predict_x0=False), "predict_x0=False"),
-        (dict(solver_order=4), "solver_order=4"),
-        (dict(solver_p=diffusers.DDIMScheduler()), "solver_p"),
-        (dict(prediction_type="flow_prediction"), "flow_prediction"),
-        (dict(thresholding=True, dynamic_thresholding_ratio=0.0), "thresholding"),
+        dict(predict_x0=False),
+        dict(predict_x0=False, prediction_type="v_prediction", solver_type="bh1"),
+        dict(solver_order=4),
+        dict(solver_order=5, lower_order_final=False, final_sigmas_type="sigma_min"),
+        dict(prediction_type="flow_prediction"),  # on the VP sigmas, as the parent reads it
+        dict(thresholding=True, dynamic_thresholding_ratio=0.0),
+        dict(thresholding=True, sample_max_value=0.5),
     ],
+    ids=lambda cfg: ",".join(f"{k}={v}" for k, v in cfg.items()),
 )
-def test_unipc_unfusable_options_raise(kw, option):
-    with pytest.raises(NotImplementedError, match=option):
-        fdd.FastUniPCMultistepScheduler(**kw)
-    with pytest.raises(NotImplementedError, match=option):
-        fdd.fast_scheduler(diffusers.UniPCMultistepScheduler(**kw))
+def test_unipc_options(cfg):
+    """Options the fused UniPC once refused, each over a whole lockstep loop: the noise-prediction form, orders
+    beyond the fused step's three history tensors (their extra terms added by another fused call), ..."""
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    check = compare_free_running if cfg.get("predict_x0") is False else compare
+    fast = check(diffusers.UniPCMultistepScheduler, cfg, 12, x_T, 0)
+    assert fast.lower_order_nums == fast.config.solver_order
+
+
+@pytest.mark.parametrize("fast_solver_p", [False, True])
+def test_unipc_solver_p(fast_solver_p):
+    """`solver_p`: the predictor is another scheduler's step (solver_p + UniC), fused or not, as the parent's."""
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(4))
+    want = run_loop(diffusers.UniPCMultistepScheduler(solver_p=diffusers.DPMSolverMultistepScheduler()), 10, x_T)
+    solver_p = (fdd.FastDPMSolverMultistepScheduler if fast_solver_p else diffusers.DPMSolverMultistepScheduler)()
+    fast = fdd.FastUniPCMultistepScheduler(solver_p=solver_p)
+    assert_loops_equal(run_loop(fast, 10, x_T), want)
+    assert fast.last_step_stats.step_index == 9
 
 
 def test_unipc_shape_mismatch_is_a_clear_error():

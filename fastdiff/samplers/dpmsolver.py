@@ -21,6 +21,9 @@ Orders 1 and 2 ("heun") integrate x0 polynomials of their degree exactly (the ex
 The 3rd-order update is the published one (DPM-Solver's code, diffusers, k-diffusion): D2 = h^2 x0''/2
 gets the weight -phi3, half of the integrator's -2 phi3 (tests/test_samplers.py shows both facts).
 
+`dpm_solver_coeffs` is the noise-prediction form (DPM-Solver, diffusers' "dpmsolver" / "sde-dpmsolver"), with eps
+in place of x0 as model output and history.
+
 >>> c = dpmpp_coeffs("sample", 1.0, 2.0, 1.0, 1.0)   # VE form, first order: x' = x / 2 + x0 / 2
 >>> c.px, c.p0
 (0.5, 0.5)
@@ -71,14 +74,14 @@ def dpmpp_coeffs(
     is 1 + len(previous) (at most 3). A step into sigma_t = 0 returns x0 (history unused: pass none).
     The x0 is read from the model output at (alpha_s, sigma_s) through `param.py`.
 
+    A repeated noise level is no error (`usable_history`): a step with h = 0 is the zero-length step
+    x' = (sigma_t / sigma_s) x, and history from the current level is left out (weight 0).
+
     `d2_weight`: a 3rd-order step's coefficient of D2 as the caller has it, instead of -alpha_t phi3.
     diffusers' 3rd-order "sde-dpmsolver++" uses alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2) (see `dpmpp`),
     in float32, where the O(h^2) cancellation is part of its result: the drop-in scheduler passes that value.
     """
-    if solver_type not in SOLVER_TYPES:
-        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
-    if len(previous) > 2:
-        raise ValueError(f"DPM-Solver++ goes up to 3rd order (2 previous x0s); got {len(previous)} previous")
+    _check_solver(solver_type, previous)
     if not (eta >= 0.0 and math.isfinite(eta)):
         raise ValueError(f"eta must be a finite number >= 0; got {eta!r}")
     read = StepCoeffs.from_prediction(prediction_type, alpha_s, sigma_s)
@@ -86,33 +89,116 @@ def dpmpp_coeffs(
         if previous:
             raise ValueError("a step into sigma = 0 is first order (x' = x0); pass no previous x0s")
         return StepCoeffs(cx=read.cx, co=read.co, p0=1.0)
-    h = _lam(alpha_t, sigma_t) - _lam(alpha_s, sigma_s)
-    if h == 0.0 and previous:
-        raise ValueError(
-            f"a multistep DPM-Solver++ step needs lambda_t != lambda_s; got a step from sigma {sigma_s} to {sigma_t} "
-            "with h = 0 (a repeated noise level), where the higher-order terms divide by zero"
-        )
+    lam_s, lam_t = _lam(alpha_s, sigma_s), _lam(alpha_t, sigma_t)
+    lams = [_lam(*p) for p in previous]
+    h = lam_t - lam_s
+    if h == 0.0:  # a zero-length step
+        return StepCoeffs(cx=read.cx, co=read.co, px=sigma_t / sigma_s, ph=(0.0,) * len(previous))
     hh = (1.0 + eta) * h
     px = sigma_t / sigma_s * math.exp(-eta * h)
     c0 = -alpha_t * math.expm1(-hh)  # alpha_t (1 - e^{-hh})
     pn = sigma_t * math.sqrt(-math.expm1(-2.0 * eta * h)) * s_noise if eta > 0 else 0.0
-    # phi2 only for the higher orders: a first-order step may have h = 0 (e.g. into a repeated final sigma)
-    phi2 = math.expm1(-hh) / hh + 1.0 if previous else math.nan
-    p0, ph = c0, ()
-    if len(previous) == 1:
-        r0 = (_lam(alpha_s, sigma_s) - _lam(*previous[0])) / h
-        k = 0.5 * c0 if solver_type == "midpoint" else alpha_t * phi2  # coefficient of D1 = (x0 - m1) / r0
-        p0, ph = c0 + k / r0, (-k / r0,)
-    elif len(previous) == 2:
-        lam1, lam2 = _lam(*previous[0]), _lam(*previous[1])
-        r0, r1 = (_lam(alpha_s, sigma_s) - lam1) / h, (lam1 - lam2) / h
-        a, b = alpha_t * phi2, alpha_t * (phi2 / hh - 0.5)  # + a D1 - b D2
-        if d2_weight is not None:
-            b = -float(d2_weight)
-        u = a * (1.0 + r0 / (r0 + r1)) - b / (r0 + r1)  # coefficient of D1_0
-        w = (b - a * r0) / (r0 + r1)  # coefficient of D1_1
-        p0, ph = c0 + u / r0, (-u / r0 + w / r1, -w / r1)
-    return StepCoeffs(cx=read.cx, co=read.co, px=px, p0=p0, pn=pn, ph=ph)
+    order = 1 + usable_history(lam_s, lams)
+    d1 = d2 = 0.0
+    if order > 1:
+        phi2 = math.expm1(-hh) / hh + 1.0
+        if order == 2:
+            d1 = 0.5 * c0 if solver_type == "midpoint" else alpha_t * phi2
+        else:
+            d1 = alpha_t * phi2
+            d2 = -alpha_t * (phi2 / hh - 0.5) if d2_weight is None else float(d2_weight)
+    p0, ph = multistep_weights(c0, d1, d2, lam_s, lams[: order - 1], h)
+    return StepCoeffs(cx=read.cx, co=read.co, px=px, p0=p0, pn=pn, ph=_pad(ph, len(previous)))
+
+
+def dpm_solver_coeffs(
+    prediction_type: str,
+    alpha_s: float,
+    sigma_s: float,
+    alpha_t: float,
+    sigma_t: float,
+    previous: tuple[tuple[float, float], ...] = (),
+    *,
+    sde: bool = False,
+    solver_type: str = "midpoint",
+) -> StepCoeffs:
+    """One step of the noise-prediction DPM-Solver (Lu et al. 2022, "DPM-Solver"; diffusers' "dpmsolver", and
+    with `sde=True` its "sde-dpmsolver"): the model output read as eps (through `param.py`); history: the
+    earlier eps, most recent first. With lambda = log(alpha / sigma), h = lambda_t - lambda_s, k = 2 for the SDE
+    form (1 for the ODE):
+
+        x_t = (alpha_t / alpha_s) x - k sigma_t (e^h - 1) D0 + (higher-order terms) + [SDE] sigma_t sqrt(e^{2h} - 1) z
+        2nd order  - k sigma_t (e^h - 1) / 2 D1  (midpoint)   or   - k sigma_t ((e^h - 1) / h - 1) D1  (heun)
+        3rd order (ODE only)  - sigma_t ((e^h - 1) / h - 1) D1 - sigma_t ((e^h - 1 - h) / h^2 - 1/2) D2
+
+    (D1, D2 as in `multistep_weights`; the ODE updates are DPM-Solver++'s under (alpha, sigma, lambda, x0) ->
+    (sigma, alpha, -lambda, eps).) The x term of eps = ex x + eo out is folded into px, in float64: the update
+    cancels there (alpha_t / alpha_s ~ 150 after sigma_max, against -sigma_t (e^h - 1) ex). The x0 slot holds the
+    model's x0 (for stats). A repeated noise level is handled as in `dpmpp_coeffs`.
+
+    >>> c = dpm_solver_coeffs("epsilon", 0.8, 0.6, 0.6, 0.8)   # first order: the DDIM step
+    >>> round(c.px, 6), round(c.pe, 6)
+    (0.75, 0.35)
+    """
+    _check_solver(solver_type, previous)
+    if sde and len(previous) == 2:
+        raise ValueError("the SDE form of the noise-prediction DPM-Solver has no 3rd-order update (as diffusers)")
+    read = StepCoeffs.from_prediction(prediction_type, alpha_s, sigma_s)
+    k = 2.0 if sde else 1.0
+    lam_s, lam_t = _lam(alpha_s, sigma_s), _lam(alpha_t, sigma_t)
+    lams = [_lam(*p) for p in previous]
+    h = lam_t - lam_s
+    pe = pn = 0.0
+    ph: tuple[float, ...] = ()
+    if h != 0.0:  # (else a zero-length step)
+        h_phi1 = math.expm1(h)  # e^h - 1
+        c0 = -k * sigma_t * h_phi1
+        pn = sigma_t * math.sqrt(math.expm1(2.0 * h)) if sde else 0.0
+        order = 1 + usable_history(lam_s, lams)
+        d1 = d2 = 0.0
+        if order == 2:
+            d1 = 0.5 * c0 if solver_type == "midpoint" else -k * sigma_t * (h_phi1 / h - 1.0)
+        elif order == 3:
+            d1, d2 = -sigma_t * (h_phi1 / h - 1.0), -sigma_t * ((h_phi1 - h) / h**2 - 0.5)
+        pe, ph = multistep_weights(c0, d1, d2, lam_s, lams[: order - 1], h)
+    px = alpha_t / alpha_s + pe * read.ex
+    return StepCoeffs(cx=read.cx, co=read.co, eo=read.eo, px=px, pe=pe, pn=pn, ph=_pad(ph, len(previous)))
+
+
+def _check_solver(solver_type: str, previous) -> None:
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
+    if len(previous) > 2:
+        raise ValueError(f"DPM-Solver goes up to 3rd order (2 previous model outputs); got {len(previous)} previous")
+
+
+def usable_history(lam_s: float, lams_prev) -> int:
+    """How many of the earlier noise levels (most recent first) a multistep update can use: those before the
+    first repeated level (a repeat makes a divided difference 0 / 0; the update drops to the lower order)."""
+    chain = [lam_s, *lams_prev]
+    return next((k for k in range(1, len(chain)) if chain[k] == chain[k - 1]), len(chain)) - 1
+
+
+def multistep_weights(c0: float, d1: float, d2: float, lam_s: float, lams_prev, h: float):
+    """Weights (w0, (w1, w2)) of the model outputs (m0, m1, m2) in c0 D0 + d1 D1 + d2 D2, the multistep terms:
+
+    D0 = m0,  D1_0 = (m0 - m1) / r0,  r0 = (lambda_s - lambda_1) / h          (2nd order: D1 = D1_0)
+    D1_1 = (m1 - m2) / r1,  r1 = (lambda_1 - lambda_2) / h,
+    D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),  D2 = (D1_0 - D1_1) / (r0 + r1)  (3rd order)
+    """
+    if not lams_prev:
+        return c0, ()
+    r0 = (lam_s - lams_prev[0]) / h
+    if len(lams_prev) == 1:
+        return c0 + d1 / r0, (-d1 / r0,)
+    r1 = (lams_prev[0] - lams_prev[1]) / h
+    u = d1 * (1.0 + r0 / (r0 + r1)) + d2 / (r0 + r1)  # coefficient of D1_0
+    w = -(d1 * r0 + d2) / (r0 + r1)  # coefficient of D1_1
+    return c0 + u / r0, (-u / r0 + w / r1, -w / r1)
+
+
+def _pad(weights: tuple[float, ...], n: int) -> tuple[float, ...]:
+    return tuple(weights) + (0.0,) * (n - len(weights))
 
 
 def solver_orders(

@@ -23,11 +23,15 @@ from .plan import FLOW_PREDICTION_TYPES, PlannedStep, Sampler, check_prediction_
 def flow_euler_coeffs(
     sigma: float, sigma_next: float, prediction_type: str = "flow", stochastic: bool = False
 ) -> StepCoeffs:
-    """One flow-matching Euler step from flow time sigma to sigma_next (module docstring)."""
+    """One flow-matching Euler step from flow time sigma to sigma_next (module docstring).
+
+    Both in [0, 1], in either order: sigma_next > sigma integrates towards noise (an inverted schedule, as
+    diffusers' `invert_sigmas`), and sigma_next = sigma is a zero-length step.
+    """
     p = check_prediction_type(prediction_type, FLOW_PREDICTION_TYPES, "flow_euler")
     sigma, sigma_next = float(sigma), float(sigma_next)
-    if not (0.0 <= sigma_next < sigma <= 1.0):
-        raise ValueError(f"flow times must satisfy 0 <= sigma_next < sigma <= 1; got {sigma} -> {sigma_next}")
+    if not (0.0 <= sigma <= 1.0 and 0.0 <= sigma_next <= 1.0):
+        raise ValueError(f"flow times must lie in [0, 1]; got {sigma} -> {sigma_next}")
     if stochastic:
         return StepCoeffs.from_prediction(p, 1.0 - sigma, sigma, p0=1.0 - sigma_next, pn=sigma_next)
     return StepCoeffs.from_prediction(p, 1.0 - sigma, sigma, p0=1.0 - sigma_next, pe=sigma_next)

@@ -1,0 +1,270 @@
+"""What every Fast* scheduler shares: `FusedScheduler`, a mixin placed before its diffusers parent.
+
+- The parent's signatures: diffusers reads `__init__`'s (configs) and `set_timesteps`' (`retrieve_timesteps`
+  decides from it whether `timesteps=` / `sigmas=` may be passed), so both are the parent's, wrapped.
+- The config is checked for options the fused step cannot honour at construction, in `set_timesteps` and at
+  every step (`register_to_config` may change it at any time): `NotImplementedError` naming the option.
+- Saved as the parent: a config's `_class_name` names the parent, and so does a saved pipeline's
+  model_index.json (`saving.py`), so plain diffusers loads what a Fast* scheduler saves. `compatibles` are
+  the parent's.
+- Host copies of the schedule, so that `step()` reads no device scalar (no host sync on CUDA).
+- The fused calls and their statistics (`last_step_stats`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ...ops import fused_step
+from ...stats import TensorStats
+from ...step import MAX_HISTORY, ClipRange, DynamicThreshold, StepCoeffs, StepResult
+
+NO_STEPS_ERROR = "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What the fused step measured in its single pass (device tensors: reading them syncs, keeping them does not).
+
+    step_index: the parent's step index at this step (None for DDPM / DDIM, which have none).
+    timestep: the timestep as given (host value where it was known without a sync).
+    clipped: int64 0-d count of x0 elements the clip / threshold changed; numel: elements per step.
+    sample / x0: `TensorStats` of the returned prev_sample and of the (clipped) predicted x0.
+    """
+
+    step_index: int | None
+    timestep: object
+    clipped: torch.Tensor
+    numel: int
+    sample: TensorStats
+    x0: TensorStats
+
+    def to_dict(self) -> dict:
+        """Plain numbers (syncs the host): clipped, clipped_frac, sample_* and x0_* stats."""
+        clipped = int(self.clipped)
+        row = {"step_index": self.step_index, "clipped": clipped, "clipped_frac": clipped / max(self.numel, 1)}
+        row.update({f"sample_{k}": v for k, v in self.sample.to_dict().items()})
+        row.update({f"x0_{k}": v for k, v in self.x0.to_dict().items()})
+        return row
+
+
+class FusedScheduler:
+    """Shared machinery of the Fast* schedulers. A subclass names its diffusers parent in `_parent`.
+
+    `fused_backend` picks the fused step's backend ("auto", "torch", "cpp", "triton"); it is an attribute,
+    not a config entry, so configs stay interchangeable with the parent's.
+    """
+
+    _parent: type
+    fused_backend: str = "auto"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        parent = cls.__dict__.get("_parent")
+        if parent is None:  # a subclass of a Fast* class inherits its wrappers
+            return
+        parent_init, parent_set_timesteps = parent.__init__, parent.set_timesteps
+
+        @functools.wraps(parent_init)
+        def __init__(self, *args, **kw):
+            parent_init(self, *args, **kw)
+            self.last_step_stats: StepStats | None = None
+            self._check_config()
+
+        @functools.wraps(parent_set_timesteps)
+        def set_timesteps(self, *args, **kw):
+            self._check_config()
+            result = parent_set_timesteps(self, *args, **kw)
+            self._schedule_changed()
+            return result
+
+        cls.__init__, cls.set_timesteps = __init__, set_timesteps
+
+    # ---- the config: what the fused step can honour ------------------------------------------------
+
+    def _check_config(self) -> None:
+        """Raise NotImplementedError naming the first config option the fused step cannot honour."""
+        for option, why in self._unfusable():
+            raise NotImplementedError(
+                f"{type(self).__name__}: {option} is not supported by the fused step: {why}. "
+                f"Use diffusers' {self._parent.__name__} for this configuration."
+            )
+
+    def _unfusable(self) -> list[tuple[str, str]]:
+        """(option, why) for each option of the config the fused step cannot honour; subclasses add theirs."""
+        cfg = self.config
+        if cfg.get("thresholding", False):
+            ratio, max_value = cfg.dynamic_thresholding_ratio, cfg.sample_max_value
+            if not (0.0 <= ratio <= 1.0 and max_value > 0.0):
+                return [
+                    (
+                        f"thresholding with dynamic_thresholding_ratio={ratio!r}, sample_max_value={max_value!r}",
+                        "the threshold is the ratio-quantile of |x0| (a ratio in [0, 1]) clamped to "
+                        "[1, sample_max_value], and divides x0: it must be > 0",
+                    )
+                ]
+        elif cfg.get("clip_sample", False) and not cfg.clip_sample_range >= 0:
+            return [
+                (
+                    f"clip_sample_range={cfg.clip_sample_range!r}",
+                    "diffusers clamps x0 to [-r, r]; for r < 0 the lower bound exceeds the upper one and "
+                    "torch.clamp sets every element to r, which is no clip",
+                )
+            ]
+        return []
+
+    def _clip(self) -> DynamicThreshold | ClipRange | None:
+        """The x0 clip of the config: DynamicThreshold (thresholding), ClipRange (clip_sample) or None."""
+        cfg = self.config
+        if cfg.get("thresholding", False):
+            return DynamicThreshold(float(cfg.dynamic_thresholding_ratio), float(cfg.sample_max_value))
+        if cfg.get("clip_sample", False) and cfg.clip_sample_range != math.inf:  # clamp(-inf, inf) changes nothing
+            r = float(cfg.clip_sample_range)
+            return ClipRange(-r, r)
+        return None
+
+    # ---- saved as the parent ---------------------------------------------------------------------------
+
+    def to_json_string(self) -> str:
+        """The config as the parent writes it: `_class_name` names the parent, which plain diffusers loads."""
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = self._parent.__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def _get_compatibles(cls) -> list[type]:
+        # diffusers finds compatible classes by name in its own namespace, where FastX is not
+        return list(dict.fromkeys([*cls._parent._get_compatibles(), cls]))
+
+    # ---- host copies: no device reads in step() --------------------------------------------------------
+
+    def _schedule_changed(self) -> None:
+        """After set_timesteps: host copies of the new schedule (the one sync of a loop), stats reset."""
+        for name in ("timesteps", "sigmas", "alphas_cumprod"):
+            if isinstance(getattr(self, name, None), torch.Tensor):
+                self._host(name)
+        self.last_step_stats = None
+
+    def _host(self, name: str) -> torch.Tensor:
+        """A CPU copy of tensor attribute `name`, made once per tensor object (the parent may move it)."""
+        value = getattr(self, name)
+        cache = self.__dict__.setdefault("_fast_host_cache", {})
+        src, copy = cache.get(name, (None, None))
+        if src is not value:
+            copy = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+            cache[name] = (value, copy)
+        return copy
+
+    def _host_timestep(self, timestep):
+        """The timestep's value without a device read when it is an element of `self.timesteps`."""
+        if not isinstance(timestep, torch.Tensor) or timestep.device.type == "cpu":
+            return timestep
+        found = self._schedule_lookup(timestep)
+        return found if found is not None else timestep.cpu()  # from elsewhere: one read, as the parent
+
+    def _schedule_lookup(self, timestep: torch.Tensor) -> torch.Tensor | None:
+        """The host value of a one-element view into `self.timesteps` (from its storage offset), else None."""
+        ts = self.timesteps
+        if (
+            isinstance(ts, torch.Tensor)
+            and ts.dim() == 1
+            and timestep.numel() == 1
+            and timestep.dtype == ts.dtype
+            and timestep.device == ts.device
+            and ts.stride(0) > 0
+            and timestep.untyped_storage().data_ptr() == ts.untyped_storage().data_ptr()
+        ):
+            k, rem = divmod(timestep.storage_offset() - ts.storage_offset(), ts.stride(0))
+            if rem == 0 and 0 <= k < ts.shape[0]:
+                return self._host("timesteps")[k].reshape(timestep.shape)
+        return None
+
+    def _init_step_index(self, timestep) -> None:
+        # the parent's rule (its own index_for_timestep, quirks included) on host copies
+        if self.begin_index is None:
+            self._step_index = self.index_for_timestep(self._host_timestep(timestep), self._host("timesteps"))
+        else:
+            self._step_index = self._begin_index
+
+    def _sigma(self, index: int) -> float:
+        return float(self._host("sigmas")[index])
+
+    # ---- inputs ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_shapes(model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        if not isinstance(model_output, torch.Tensor) or not isinstance(sample, torch.Tensor):
+            raise TypeError(
+                f"model_output and sample must be torch tensors; got {type(model_output).__name__} "
+                f"and {type(sample).__name__}"
+            )
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
+                "they must match (a model with a learned variance returns twice the channels: split them first)"
+            )
+
+    @staticmethod
+    def _noise_like(model_output: torch.Tensor, generator, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The step's noise as the parents draw it (diffusers' randn_tensor): same generator, same noise."""
+        return randn_tensor(
+            model_output.shape, generator=generator, device=model_output.device, dtype=dtype or model_output.dtype
+        )
+
+    # ---- the fused calls -----------------------------------------------------------------------------------
+
+    def _fused(
+        self,
+        x: torch.Tensor,
+        model_output: torch.Tensor,
+        coeffs: StepCoeffs,
+        *,
+        clip=None,
+        history=(),
+        more=(),
+        noise: torch.Tensor | None = None,
+    ) -> StepResult:
+        """One generic step (x0 returned, stats taken). `more`: (weight, tensor) terms beyond the step's
+        MAX_HISTORY history tensors, added to its result by further fused calls (in place)."""
+        r = fused_step(
+            x,
+            model_output,
+            coeffs,
+            clip=clip,
+            history=history,
+            noise=noise,
+            return_x0=True,
+            stats=True,
+            backend=self.fused_backend,
+        )
+        more = tuple(more)
+        for k in range(0, len(more), MAX_HISTORY):
+            weights, tensors = zip(*more[k : k + MAX_HISTORY])
+            y = r.prev_sample
+            added = fused_step(y, y, StepCoeffs(px=1.0, ph=weights), history=tensors, out=y, backend=self.fused_backend)
+            r = StepResult(prev_sample=y, pred_x0=r.pred_x0, clipped=r.clipped, stats=added.stats, x0_stats=r.x0_stats)
+        return r
+
+    def _record(self, timestep, result: StepResult, x0_result: StepResult | None = None) -> None:
+        """`last_step_stats` of a step: its sample from `result`, its x0 and clip count from `x0_result` (the
+        call that read the model output; `result` when that was the only call)."""
+        x0_result = result if x0_result is None else x0_result
+        self.last_step_stats = StepStats(
+            step_index=getattr(self, "_step_index", None),
+            timestep=timestep,
+            clipped=x0_result.clipped,
+            numel=result.prev_sample.numel(),
+            sample=result.stats,
+            x0=x0_result.x0_stats,
+        )
+
+
+def vp_prediction(prediction_type: str) -> str:
+    """diffusers' "original_sample" is the prediction type "sample"."""
+    return "sample" if prediction_type == "original_sample" else prediction_type
