@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from ...stats import empty_raw
-from ...step import COEFF_FIELDS
+from ...step import COEFF_FIELDS, MAX_HISTORY
 from ..launch import StepLaunch
 from . import config
 from .layout import plan, row_major_strides
@@ -81,6 +81,7 @@ def step_kernel(
     h0_ptr,
     h1_ptr,
     h2_ptr,
+    h3_ptr,
     x0_ptr,
     scale_ptr,
     table_ptr,
@@ -104,9 +105,10 @@ def step_kernel(
     ar, a1, a2, a3,
     br, b1, b2, b3,
     cr, c1, c2, c3,
+    dr, d1, d2, d3,
     qr, q1, q2, q3,
     lr, l1, l2, l3,
-    k_cx, k_co, k_cn, k_ex, k_eo, k_e0, k_en, k_px, k_p0, k_pe, k_pn, k_ph0, k_ph1, k_ph2,
+    k_cx, k_co, k_cn, k_ex, k_eo, k_e0, k_en, k_px, k_p0, k_pe, k_pn, k_ph0, k_ph1, k_ph2, k_ph3,
     k_w,
     k_lo,
     k_hi,
@@ -145,6 +147,7 @@ def step_kernel(
         ph0 = tl.load(cb + 11).to(CT)
         ph1 = tl.load(cb + 12).to(CT)
         ph2 = tl.load(cb + 13).to(CT)
+        ph3 = tl.load(cb + 14).to(CT)
     else:
         cx = _f64(k_cx).to(CT)
         co = _f64(k_co).to(CT)
@@ -160,6 +163,7 @@ def step_kernel(
         ph0 = _f64(k_ph0).to(CT)
         ph1 = _f64(k_ph1).to(CT)
         ph2 = _f64(k_ph2).to(CT)
+        ph3 = _f64(k_ph3).to(CT)
     w = _f64(k_w).to(CT)
     lo = _f64(k_lo).to(CT)
     hi = _f64(k_hi).to(CT)
@@ -255,6 +259,10 @@ def step_kernel(
             if ph2 != 0:
                 h = _ld(_ptr(h2_ptr, r * cr, c1, c2, c3, start, local, i1, i2, i3, CONTIG), mask, full).to(CT)
                 prev = prev + ph2 * h
+        if N_HIST >= 4:
+            if ph3 != 0:
+                h = _ld(_ptr(h3_ptr, r * dr, d1, d2, d3, start, local, i1, i2, i3, CONTIG), mask, full).to(CT)
+                prev = prev + ph3 * h
         if NOISE != 0:
             if pn != 0:
                 prev = prev + pn * z
@@ -370,7 +378,7 @@ def fused_step(L: StepLaunch, philox=None):
     hi = math.inf if L.clip_hi is None else L.clip_hi
     off_is_ptr = philox is not None and isinstance(philox.offset, torch.Tensor)
     dummy = ops["prev"]
-    hist = [ops.get(f"h{k}", dummy) for k in range(3)]
+    hist = [ops.get(f"h{k}", dummy) for k in range(MAX_HISTORY)]
     launch(
         step_kernel,
         (P,),
@@ -402,6 +410,7 @@ def fused_step(L: StepLaunch, philox=None):
         *st.get("h0", zero4),
         *st.get("h1", zero4),
         *st.get("h2", zero4),
+        *st.get("h3", zero4),
         *st.get("x0", zero4),
         *st_logical,
         *coeff_bits,
