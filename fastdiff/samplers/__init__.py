@@ -20,10 +20,10 @@ k-diffusion-style functions: `fastdiff.samplers.kdiffusion`; their noise sampler
 from .consistency import consistency_timesteps, lcm, lcm_boundary_scalings, lcm_coeffs, tcd, tcd_coeffs
 from .ddim import ddim, ddim_coeffs
 from .ddpm import ddpm, ddpm_coeffs
-from .deis import deis, deis_coeffs
-from .dpm2 import dpm2_correction_coeffs, dpm2_midpoint, dpm_2
+from .deis import deis, deis_coeffs, deis_plan
+from .dpm2 import dpm2_correction_coeffs, dpm2_midpoint, dpm2_plan, dpm_2
 from .dpmsolver import dpmpp, dpmpp_coeffs, solver_orders
-from .edm import edm_dpmpp, edm_euler, edm_euler_coeffs, edm_sigmas
+from .edm import edm_dpmpp, edm_dpmpp_plan, edm_euler, edm_euler_coeffs, edm_sigmas
 from .euler import (
     ancestral_step,
     churn_gamma,
@@ -35,15 +35,22 @@ from .euler import (
 )
 from .flow import flow_euler, flow_euler_coeffs
 from .heun import heun, heun_correction_coeffs
-from .lms import lms, lms_coeffs, lms_step_coeffs
+from .lms import lms, lms_coeffs, lms_plan, lms_step_coeffs
 from .loop import SampleResult, sample
 from .noise import BrownianTreeNoiseSampler, default_noise_sampler
 from .plan import PlannedStep, Sampler, change_variables, read_ve, ve_to_vp, with_output_map
 from .pndm import pndm, pndm_coeffs, pndm_timesteps, pndm_transfer
 from .registry import SAMPLERS, make_sampler, sampler_options
-from .sde import dpmpp_sde, dpmpp_sde_coeffs
-from .singlestep import dpm_singlestep, dpmpp_2s_ancestral, dpmpp_2s_coeffs, singlestep_coeffs, singlestep_orders
-from .unipc import unipc, unipc_coeffs
+from .sde import dpmpp_sde, dpmpp_sde_coeffs, dpmpp_sde_plan
+from .singlestep import (
+    dpm_singlestep,
+    dpmpp_2s_ancestral,
+    dpmpp_2s_coeffs,
+    singlestep_coeffs,
+    singlestep_orders,
+    singlestep_plan,
+)
+from .unipc import unipc, unipc_coeffs, unipc_plan
 
 __all__ = [
     "SAMPLERS",
@@ -59,8 +66,10 @@ __all__ = [
     "default_noise_sampler",
     "deis",
     "deis_coeffs",
+    "deis_plan",
     "dpm2_correction_coeffs",
     "dpm2_midpoint",
+    "dpm2_plan",
     "dpm_2",
     "dpm_singlestep",
     "dpmpp",
@@ -69,7 +78,9 @@ __all__ = [
     "dpmpp_coeffs",
     "dpmpp_sde",
     "dpmpp_sde_coeffs",
+    "dpmpp_sde_plan",
     "edm_dpmpp",
+    "edm_dpmpp_plan",
     "edm_euler",
     "edm_euler_coeffs",
     "edm_sigmas",
@@ -87,6 +98,7 @@ __all__ = [
     "lcm_coeffs",
     "lms",
     "lms_coeffs",
+    "lms_plan",
     "lms_step_coeffs",
     "make_sampler",
     "PlannedStep",
@@ -101,11 +113,13 @@ __all__ = [
     "SampleResult",
     "singlestep_coeffs",
     "singlestep_orders",
+    "singlestep_plan",
     "solver_orders",
     "tcd",
     "tcd_coeffs",
     "unipc",
     "unipc_coeffs",
+    "unipc_plan",
     "ve_to_vp",
     "with_output_map",
 ]

@@ -54,6 +54,42 @@ def deis_coeffs(alpha_t: float, sigma_t: float, points: list[tuple[float, float]
     return alpha_t / points[0][0], tuple(float(v) for v in weights)
 
 
+def deis_plan(
+    sigmas: list[float],
+    model_times: list,
+    prediction_type: str,
+    *,
+    solver_order: int = 2,
+    lower_order_final: bool = True,
+    alpha_sigma=ve_to_vp,
+) -> list[PlannedStep]:
+    """The steps of a DEIS loop over `sigmas` (n + 1 levels; `alpha_sigma(sigma)` -> (alpha, sigma) of the VP
+    path), orders as diffusers' DEISMultistepScheduler.step: warm-up from 1, lower orders at the end (< 15 steps)."""
+    if solver_order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3; got {solver_order!r}")
+    n = len(sigmas) - 1
+    lower = lower_order_final and n < 15
+    steps = []
+    for i in range(n):
+        order = min(solver_order, i + 1, 1 if (lower and i == n - 1) else 2 if (lower and i == n - 2) else 3)
+        alpha_t, sigma_t = alpha_sigma(sigmas[i + 1])
+        points = [alpha_sigma(sigmas[i - j]) for j in range(order)]
+        a, w = deis_coeffs(alpha_t, sigma_t, points)
+        ph, history = [], []
+        for j in range(1, order):  # eps_j = (x_j - alpha_j x0_j) / sigma_j of step i - j
+            alpha_j, sigma_j = points[j]
+            ph += [w[j] / sigma_j, -w[j] * alpha_j / sigma_j]
+            history += [("x", i - j), ("x0", i - j)]
+        alpha, sigma = points[0]
+        coeffs = StepCoeffs.from_prediction(
+            prediction_type, alpha, sigma, px=a, pe=w[0], ph=tuple(ph), recompute_eps=True
+        )
+        steps.append(
+            PlannedStep(coeffs, model_times[i], history=tuple(history), sigma=sigmas[i], sigma_next=sigmas[i + 1])
+        )
+    return steps
+
+
 def deis(
     schedule: Schedule,
     num_inference_steps: int,
@@ -73,8 +109,6 @@ def deis(
     [0, 2, 4, 4, 2, 0]
     """
     p = check_prediction_type(prediction_type, VP_PREDICTION_TYPES, "deis")
-    if solver_order not in (1, 2, 3):
-        raise ValueError(f"solver_order must be 1, 2 or 3; got {solver_order!r}")
     check_steps(num_inference_steps, schedule.num_train_timesteps)
     times, sig = ladders.solver_ladder(
         schedule,
@@ -84,22 +118,12 @@ def deis(
         sigma_schedule=sigma_schedule,
         final_sigmas_type="sigma_min",
     )
-    sig = [float(s) for s in sig]
-    n = len(times)
-    steps = []
-    for i in range(n):
-        lower = lower_order_final and n < 15
-        order = min(solver_order, i + 1, 1 if (lower and i == n - 1) else 2 if (lower and i == n - 2) else 3)
-        alpha_t, sigma_t = ve_to_vp(sig[i + 1])
-        points = [ve_to_vp(sig[i - j]) for j in range(order)]
-        a, w = deis_coeffs(alpha_t, sigma_t, points)
-        ph, history = [], []
-        for j in range(1, order):  # eps_j = (x_j - alpha_j x0_j) / sigma_j of step i - j
-            alpha_j, sigma_j = points[j]
-            ph += [w[j] / sigma_j, -w[j] * alpha_j / sigma_j]
-            history += [("x", i - j), ("x0", i - j)]
-        alpha, sigma = points[0]
-        coeffs = StepCoeffs.from_prediction(p, alpha, sigma, px=a, pe=w[0], ph=tuple(ph), recompute_eps=True)
-        steps.append(PlannedStep(coeffs, float(times[i]), history=tuple(history), sigma=sig[i], sigma_next=sig[i + 1]))
+    steps = deis_plan(
+        [float(s) for s in sig],
+        [float(t) for t in times],
+        p,
+        solver_order=solver_order,
+        lower_order_final=lower_order_final,
+    )
     options = dict(solver_order=solver_order, timestep_spacing=timestep_spacing, sigma_schedule=sigma_schedule)
     return Sampler("deis", p, tuple(steps), 1.0, torch.int64, options)

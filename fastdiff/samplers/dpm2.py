@@ -69,25 +69,35 @@ def dpm2_plan(
     ancestral: bool = False,
     eta: float = 1.0,
     s_noise: float = 1.0,
+    midpoints: list[float] | None = None,
+    ancestral_levels: list[tuple[float, float]] | None = None,
     time_of=None,
     input_scale_of=None,
 ) -> tuple[list[PlannedStep], list[int]]:
     """The steps of a DPM-2 (ancestral) loop over `sigmas` and the outer step of each: two model calls per step,
     one into sigma = 0 (or sigma_down = 0). `time_of(sigma)` / `input_scale_of(sigma)`: the model's time and
-    input scale at a level (default: sigma itself and 1, the k-diffusion denoiser convention)."""
+    input scale at a level (default: sigma itself and 1, the k-diffusion denoiser convention).
+
+    `midpoints` / `ancestral_levels` (sigma_down, sigma_up): each step's levels as the caller has them already
+    (diffusers' KDPM2 schedulers compute them in float32), instead of `dpm2_midpoint` / `ancestral_step`."""
     time_of = time_of or (lambda s: s)
     input_scale_of = input_scale_of or (lambda s: 1.0)
     steps, outer = [], []
     for i in range(len(sigmas) - 1):
         s, s_next = _check_sigmas(sigmas[i], sigmas[i + 1])
-        down, up = ancestral_step(s, s_next, eta) if ancestral else (s_next, 0.0)
+        if not ancestral:
+            down, up = s_next, 0.0
+        elif ancestral_levels is not None:
+            down, up = (float(v) for v in ancestral_levels[i])
+        else:
+            down, up = ancestral_step(s, s_next, eta)
         noise_at = (s, s_next) if ancestral else None
         if down == 0.0:
             c = euler_coeffs(s, 0.0, prediction_type)
             steps.append(PlannedStep(c, time_of(s), input_scale_of(s), sigma=s, sigma_next=s_next))
             outer.append(i)
             continue
-        mid = dpm2_midpoint(s, down)
+        mid = dpm2_midpoint(s, down) if midpoints is None else float(midpoints[i])
         c1 = euler_coeffs(s, mid, prediction_type)
         steps.append(PlannedStep(c1, time_of(s), input_scale_of(s), sigma=s, sigma_next=mid))
         c2 = dpm2_correction_coeffs(s, mid, down, prediction_type, up, s_noise)

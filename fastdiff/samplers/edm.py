@@ -103,6 +103,30 @@ def edm_euler(
     return Sampler("edm_euler", p, tuple(steps), math.sqrt(sigma_max**2 + 1.0), torch.float32, options, "ve")
 
 
+def edm_dpmpp_plan(
+    sigmas: list[float],
+    prediction_type: str,
+    orders: list[int],
+    *,
+    sde: bool = False,
+    solver_type: str = "midpoint",
+    sigma_data: float = 0.5,
+) -> list[PlannedStep]:
+    """The steps of DPM-Solver++ on EDM levels `sigmas` (n + 1) with the given orders (`dpmsolver.solver_orders`)."""
+    if solver_type not in SOLVER_TYPES:
+        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
+    steps = []
+    for i, order in enumerate(orders):
+        order = 1 if sigmas[i + 1] == sigmas[i] else order  # final_sigmas_type="sigma_min": a last step of length 0
+        previous = tuple((1.0, sigmas[i - k]) for k in range(1, order))
+        c = dpmpp_coeffs("sample", 1.0, sigmas[i], 1.0, sigmas[i + 1], previous, eta=1.0 if sde else 0.0,
+                         solver_type=solver_type)  # fmt: skip
+        c = with_output_map(c, param.edm_precondition(prediction_type, sigmas[i], sigma_data))
+        history = tuple(("x0", i - k) for k in range(1, order))
+        steps.append(_edm_step(c, sigmas[i], sigmas[i + 1], sigma_data, history))
+    return steps
+
+
 def edm_dpmpp(
     num_inference_steps: int,
     *,
@@ -122,8 +146,6 @@ def edm_dpmpp(
     """DPM-Solver++ multistep on EDM sigmas (diffusers' EDMDPMSolverMultistepScheduler; `sde=True` its
     "sde-dpmsolver++" for orders 1-2, and k-diffusion's 3M SDE for order 3)."""
     p = param.canonical(prediction_type)
-    if solver_type not in SOLVER_TYPES:
-        raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
     sig = edm_sigmas(num_inference_steps, sigma_min, sigma_max, rho, sigma_schedule, final_sigmas_type)
     orders = solver_orders(
         len(sig) - 1,
@@ -132,13 +154,6 @@ def edm_dpmpp(
         euler_at_final=euler_at_final,
         final_is_zero=sig[-1] == 0.0,
     )
-    steps = []
-    for i, order in enumerate(orders):
-        order = 1 if sig[i + 1] == sig[i] else order  # final_sigmas_type="sigma_min": a last step of length 0
-        previous = tuple((1.0, sig[i - k]) for k in range(1, order))
-        c = dpmpp_coeffs("sample", 1.0, sig[i], 1.0, sig[i + 1], previous, eta=1.0 if sde else 0.0,
-                         solver_type=solver_type)  # fmt: skip
-        c = with_output_map(c, param.edm_precondition(p, sig[i], sigma_data))
-        steps.append(_edm_step(c, sig[i], sig[i + 1], sigma_data, tuple(("x0", i - k) for k in range(1, order))))
+    steps = edm_dpmpp_plan(sig, p, orders, sde=sde, solver_type=solver_type, sigma_data=sigma_data)
     options = dict(solver_order=solver_order, sde=sde, solver_type=solver_type, sigma_schedule=sigma_schedule)
     return Sampler("edm_dpmpp", p, tuple(steps), math.sqrt(sigma_max**2 + 1.0), torch.float32, options, "ve")

@@ -141,6 +141,35 @@ def singlestep_orders(
     return orders
 
 
+def singlestep_plan(
+    sigmas: list[float],
+    model_times: list,
+    prediction_type: str,
+    orders: list[int],
+    *,
+    solver_type: str = "midpoint",
+    sde: bool = False,
+    alpha_sigma=ve_to_vp,
+) -> list[PlannedStep]:
+    """The steps of a singlestep DPM-Solver++ loop over `sigmas` with the given orders (`singlestep_orders`): an
+    order-k step goes from the sample of step i - k + 1 (its group's start) with the x0s of steps i - k + 1 .. i."""
+    steps = []
+    for i, k in enumerate(orders):
+        start = i - k + 1
+        alpha_t, sigma_t = alpha_sigma(sigmas[i + 1])
+        points = [alpha_sigma(sigmas[j]) for j in range(start, i + 1)]
+        a, w, noise = singlestep_coeffs(alpha_t, sigma_t, points, solver_type=solver_type, sde=sde)
+        read = StepCoeffs.from_prediction(prediction_type, *points[-1])
+        if k == 1:
+            coeffs = StepCoeffs(cx=read.cx, co=read.co, px=a, p0=w[0], pn=noise)
+            history = ()
+        else:  # x_t = a x_start + w_0 m_start + ... + w_{k-1} m_now
+            coeffs = StepCoeffs(cx=read.cx, co=read.co, p0=w[-1], ph=(a,) + w[:-1], pn=noise)
+            history = (("x", start),) + tuple(("x0", j) for j in range(start, i))
+        steps.append(PlannedStep(coeffs, model_times[i], history=history, sigma=sigmas[i], sigma_next=sigmas[i + 1]))
+    return steps
+
+
 def dpm_singlestep(
     schedule: Schedule,
     num_inference_steps: int,
@@ -172,24 +201,10 @@ def dpm_singlestep(
         lambda_min_clipped=lambda_min_clipped,
     )
     sig = [float(s) for s in sig]
-    n = len(times)
-    orders = singlestep_orders(n, solver_order, lower_order_final=lower_order_final, final_is_zero=sig[-1] == 0.0)
-    steps = []
-    for i, k in enumerate(orders):
-        start = i - k + 1
-        alpha_t, sigma_t = ve_to_vp(sig[i + 1])
-        a, w, noise = singlestep_coeffs(
-            alpha_t, sigma_t, [ve_to_vp(sig[j]) for j in range(start, i + 1)], solver_type=solver_type, sde=sde
-        )
-        alpha, sigma = ve_to_vp(sig[i])
-        read = StepCoeffs.from_prediction(p, alpha, sigma)
-        if k == 1:
-            coeffs = StepCoeffs(cx=read.cx, co=read.co, px=a, p0=w[0], pn=noise)
-            history = ()
-        else:  # x_t = a x_start + w_0 m_start + ... + w_{k-1} m_now
-            coeffs = StepCoeffs(cx=read.cx, co=read.co, p0=w[-1], ph=(a,) + w[:-1], pn=noise)
-            history = (("x", start),) + tuple(("x0", j) for j in range(start, i))
-        steps.append(PlannedStep(coeffs, float(times[i]), history=history, sigma=sig[i], sigma_next=sig[i + 1]))
+    orders = singlestep_orders(
+        len(times), solver_order, lower_order_final=lower_order_final, final_is_zero=sig[-1] == 0.0
+    )
+    steps = singlestep_plan(sig, [float(t) for t in times], p, orders, solver_type=solver_type, sde=sde)
     options = dict(solver_order=solver_order, sde=sde, solver_type=solver_type, sigma_schedule=sigma_schedule)
     return Sampler("dpm_singlestep", p, tuple(steps), 1.0, torch.int64, options)
 
