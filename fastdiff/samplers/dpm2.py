@@ -75,12 +75,14 @@ def dpm2_plan(
     input_scale_of=None,
 ) -> tuple[list[PlannedStep], list[int]]:
     """The steps of a DPM-2 (ancestral) loop over `sigmas` and the outer step of each: two model calls per step,
-    one into sigma = 0 (or sigma_down = 0). `time_of(sigma)` / `input_scale_of(sigma)`: the model's time and
-    input scale at a level (default: sigma itself and 1, the k-diffusion denoiser convention).
+    one into sigma = 0 (or sigma_down = 0). `time_of(sigma, i)` / `input_scale_of(sigma)`: the model's time and
+    input scale at a level, i its index in `sigmas` or None for an intermediate level (default: sigma itself and
+    1, the k-diffusion denoiser convention). The midpoint can coincide with a ladder level (DPM-2 ancestral with
+    eta = 1: sqrt(sigma sigma_down) = sigma_next) and still gets its own, intermediate time, as in diffusers.
 
     `midpoints` / `ancestral_levels` (sigma_down, sigma_up): each step's levels as the caller has them already
     (diffusers' KDPM2 schedulers compute them in float32), instead of `dpm2_midpoint` / `ancestral_step`."""
-    time_of = time_of or (lambda s: s)
+    time_of = time_of or (lambda s, i=None: s)
     input_scale_of = input_scale_of or (lambda s: 1.0)
     steps, outer = [], []
     for i in range(len(sigmas) - 1):
@@ -94,12 +96,12 @@ def dpm2_plan(
         noise_at = (s, s_next) if ancestral else None
         if down == 0.0:
             c = euler_coeffs(s, 0.0, prediction_type)
-            steps.append(PlannedStep(c, time_of(s), input_scale_of(s), sigma=s, sigma_next=s_next))
+            steps.append(PlannedStep(c, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=s_next))
             outer.append(i)
             continue
         mid = dpm2_midpoint(s, down) if midpoints is None else float(midpoints[i])
         c1 = euler_coeffs(s, mid, prediction_type)
-        steps.append(PlannedStep(c1, time_of(s), input_scale_of(s), sigma=s, sigma_next=mid))
+        steps.append(PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid))
         c2 = dpm2_correction_coeffs(s, mid, down, prediction_type, up, s_noise)
         steps.append(
             PlannedStep(
@@ -146,10 +148,10 @@ def dpm_2(
     if sigma_schedule == "karras":  # diffusers' KDPM2 rounds these (and only these) timesteps
         times = times.round()
     sig = [float(s) for s in sig]
-    given = {s: float(t) for s, t in zip(sig, times)}
 
-    def time_of(s: float) -> float:
-        return given[s] if s in given else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+    def time_of(s: float, i: int | None = None) -> float:
+        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
+        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
 
     steps, _ = dpm2_plan(
         sig, p, ancestral=ancestral, s_noise=s_noise, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5

@@ -109,13 +109,13 @@ def dpmpp_sde_plan(
     stage 2 then takes stage 1's noise as history, z_2 = rho z_1 + sqrt(1 - rho^2) z' (`brownian_correlation`),
     which has the Brownian joint law exactly.
     """
-    time_of = time_of or (lambda s: s)
+    time_of = time_of or (lambda s, i=None: s)
     input_scale_of = input_scale_of or (lambda s: 1.0)
     steps, outer = [], []
     for i in range(len(sigmas) - 1):
         s, s_next = _check_sigmas(sigmas[i], sigmas[i + 1])
         if s_next == 0.0:
-            steps.append(PlannedStep(euler_coeffs(s, 0.0, prediction_type), time_of(s), input_scale_of(s), sigma=s,
+            steps.append(PlannedStep(euler_coeffs(s, 0.0, prediction_type), time_of(s, i), input_scale_of(s), sigma=s,
                                      sigma_next=0.0))  # fmt: skip
             outer.append(i)
             continue
@@ -124,7 +124,7 @@ def dpmpp_sde_plan(
         # k-diffusion asks for the noise at (sigma_fn(t), sigma_fn(s)) and (sigma_fn(t), sigma_fn(t_next)),
         # sigma_fn(t_fn(sigma)) = exp(log(sigma)) as it rounds
         s_fn = math.exp(math.log(s))
-        steps.append(PlannedStep(c1, time_of(s), input_scale_of(s), sigma=s, sigma_next=mid, noise_at=(s_fn, mid)))
+        steps.append(PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid, noise_at=(s_fn, mid)))
         first = len(steps) - 1
         history = (("x", first),) + ((("x0", first),) if len(c2.ph) > 1 else ())
         if brownian_stages and c1.pn and c2.pn:
@@ -175,10 +175,10 @@ def dpmpp_sde(
         sigma_schedule=sigma_schedule,
     )
     sig = [float(s) for s in sig]
-    given = {s: float(t) for s, t in zip(sig, times)}
 
-    def time_of(s: float) -> float:
-        return given[s] if s in given else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+    def time_of(s: float, i: int | None = None) -> float:
+        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
+        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
 
     steps, _ = dpmpp_sde_plan(
         sig, p, s_noise=s_noise, brownian_stages=True, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5

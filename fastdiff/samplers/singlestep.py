@@ -250,7 +250,7 @@ def dpmpp_2s_plan(
     input_scale_of=None,
 ) -> tuple[list[PlannedStep], list[int]]:
     """The steps of a DPM++ 2S ancestral loop over `sigmas` and the outer step of each (`dpm2.dpm2_plan`'s hooks)."""
-    time_of = time_of or (lambda s: s)
+    time_of = time_of or (lambda s, i=None: s)
     input_scale_of = input_scale_of or (lambda s: 1.0)
     steps, outer = [], []
     for i in range(len(sigmas) - 1):
@@ -260,11 +260,13 @@ def dpmpp_2s_plan(
         up = up if s_next > 0.0 else 0.0
         if down == 0.0:  # Euler into 0, then the ancestral noise (when sigma_next > 0)
             c = replace(euler_coeffs(s, 0.0, prediction_type), pn=up * s_noise)
-            steps.append(PlannedStep(c, time_of(s), input_scale_of(s), sigma=s, sigma_next=s_next, noise_at=noise_at))
+            steps.append(
+                PlannedStep(c, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=s_next, noise_at=noise_at)
+            )
             outer.append(i)
             continue
         c1, c2, mid = dpmpp_2s_coeffs(s, down, prediction_type, up, s_noise)
-        steps.append(PlannedStep(c1, time_of(s), input_scale_of(s), sigma=s, sigma_next=mid))
+        steps.append(PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid))
         steps.append(
             PlannedStep(
                 c2,
@@ -308,10 +310,10 @@ def dpmpp_2s_ancestral(
         sigma_schedule=sigma_schedule,
     )
     sig = [float(s) for s in sig]
-    given = {s: float(t) for s, t in zip(sig, times)}
 
-    def time_of(s: float) -> float:
-        return given[s] if s in given else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+    def time_of(s: float, i: int | None = None) -> float:
+        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
+        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
 
     steps, _ = dpmpp_2s_plan(
         sig, p, eta=eta, s_noise=s_noise, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5
