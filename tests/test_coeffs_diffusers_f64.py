@@ -143,7 +143,9 @@ def _floats(t) -> list[float]:
 def test_pndm(monkeypatch, prediction_type, kw):
     d = diffusers.PNDMScheduler(prediction_type=prediction_type, **kw)
     d.set_timesteps(15)
-    smp = pndm(Schedule.from_alphas_cumprod(d.alphas_cumprod), 15, prediction_type=prediction_type, **kw)
+    smp = pndm(
+        Schedule.from_alphas_cumprod(d.alphas_cumprod), 15, prediction_type=prediction_type, v_combined=True, **kw
+    )
     assert smp.model_times == [int(t) for t in d.timesteps]
     compare(d, smp.steps, monkeypatch)
 

@@ -348,7 +348,7 @@ SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 def test_pndm(noise, kw):
     d = diffusers.PNDMScheduler(**SD, **kw)
     want = diffusers_loop(d, 20, noise)
-    smp = pndm(Schedule.from_alphas_cumprod(d.alphas_cumprod), 20, **kw)
+    smp = pndm(Schedule.from_alphas_cumprod(d.alphas_cumprod), 20, v_combined=True, **kw)
     assert smp.model_times == [int(t) for t in d.timesteps]
     assert rel_err(native_loop(smp, noise), want) <= RTOL
 

@@ -155,5 +155,11 @@ def edm_dpmpp(
         final_is_zero=sig[-1] == 0.0,
     )
     steps = edm_dpmpp_plan(sig, p, orders, sde=sde, solver_type=solver_type, sigma_data=sigma_data)
-    options = dict(solver_order=solver_order, sde=sde, solver_type=solver_type, sigma_schedule=sigma_schedule)
+    options = dict(
+        solver_order=solver_order,
+        sde=sde,
+        solver_type=solver_type,
+        sigma_schedule=sigma_schedule,
+        sigma_data=sigma_data,
+    )
     return Sampler("edm_dpmpp", p, tuple(steps), math.sqrt(sigma_max**2 + 1.0), torch.float32, options, "ve")

@@ -12,12 +12,11 @@ and the gradient part combines the model's noise predictions e_k of earlier step
                                              e' = (e_1 + 2 e_2 + 2 e_3 + e_4) / 6 in the last
 
 as diffusers' PNDMScheduler implements them, including its `skip_prk_steps` start (crowsonkb's PLMS: a
-second-order "pseudo improved Euler" step from the saved x with (e_0 + e_1) / 2), its v_prediction reading
-(the combination of raw v outputs converted to e with the sample the transfer starts from) and its
-timesteps (prk_timesteps, plms_timesteps).
+second-order "pseudo improved Euler" step from the saved x with (e_0 + e_1) / 2) and its timesteps
+(prk_timesteps, plms_timesteps); its v_prediction reading is available as `v_combined` (`pndm_coeffs`).
 
-The history is raw model outputs (the `ets`), not x0: each step's x0 line computes the model output itself
-(cx = 0, co = 1; `PlannedStep.x0_from` gives x0 back). A transfer from a saved sample takes it as one more
+The history is the noise predictions e_k, not x0: each step's x0 line computes its e (for epsilon models the
+output itself; `PlannedStep.x0_from` gives x0 back). A transfer from a saved sample takes it as one more
 history term: the PRK step combines four tensors besides the new output (the saved x and e_1, e_2, e_3).
 
 >>> c = pndm_coeffs(0.36, 0.64, (1.0,))        # one output: the DDIM step, alpha 0.6 -> 0.8
@@ -64,28 +63,39 @@ def pndm_coeffs(
     output_weights: Sequence[float],
     prediction_type: str = "epsilon",
     *,
+    alpha_cumprod_model: float | None = None,
     from_saved: bool = False,
+    v_combined: bool = False,
 ) -> StepCoeffs:
-    """One PNDM transfer of e' = sum_k w_k o_k from abar_t to abar' (module docstring), o_k raw model outputs.
+    """One PNDM transfer of e' = sum_k w_k e_k from abar_t to abar' (module docstring).
 
-    output_weights[0] weighs this step's output (the x0 line computes it: cx = 0, co = 1); output_weights[k]
-    the k-th history term, earlier outputs most recent first. `from_saved`: the transfer starts from a saved
-    sample (history term 0; this step's x is not used), else from this step's x. For v_prediction, e' is
-    sqrt(abar_t) (sum_k w_k v_k) + sqrt(1 - abar_t) x_start (diffusers' conversion of the combined output).
+    output_weights[0] weighs this step's noise prediction e_0, which its x0 line computes from the model output
+    at abar_model (default abar_t; the model's own level, which differs inside a Runge-Kutta step);
+    output_weights[k] weighs the k-th history term, earlier e's most recent first. `from_saved`: the transfer
+    starts from a saved sample (history term 0; this step's x is not used), else from this step's x.
+
+    `v_combined`: diffusers' PNDMScheduler instead keeps raw outputs as its history (`ets`) and converts their
+    combination v' = sum_k w_k v_k at the transfer's start, e' = sqrt(abar_t) v' + sqrt(1 - abar_t) x_start,
+    which mixes outputs of other noise levels for v_prediction (identical for epsilon). The x0 line then
+    computes the raw output. The drop-in scheduler needs this; the native sampler converts each output itself.
     """
     p = check_prediction_type(prediction_type, PNDM_PREDICTION_TYPES, "pndm")
     a, b = pndm_transfer(alpha_cumprod_t, alpha_cumprod_prev)
     w = [float(v) for v in output_weights]
     if not w:
         raise ValueError("PNDM needs at least the weight of this step's output")
-    scale, sample = 1.0, a
-    if p == "v_prediction":  # e' = sqrt(abar) v' + sqrt(1 - abar) x_start
-        ac = float(alpha_cumprod_t)
-        scale, sample = math.sqrt(ac), a - b * math.sqrt(1.0 - ac)
+    ac_model = float(alpha_cumprod_t if alpha_cumprod_model is None else alpha_cumprod_model)
+    m = param.to_x0_eps(p, math.sqrt(ac_model), math.sqrt(1.0 - ac_model))
+    cx, co, scale, sample = m.ex, m.eo, 1.0, a  # the x0 line computes e_0 = ex x + eo out
+    if v_combined:
+        cx, co = 0.0, 1.0
+        if p == "v_prediction":  # e' = sqrt(abar) v' + sqrt(1 - abar) x_start
+            ac = float(alpha_cumprod_t)
+            scale, sample = math.sqrt(ac), a - b * math.sqrt(1.0 - ac)
     terms = tuple(-b * scale * v for v in w[1:])
     if from_saved:
-        return StepCoeffs(co=1.0, p0=-b * scale * w[0], ph=(sample,) + terms)
-    return StepCoeffs(co=1.0, px=sample, p0=-b * scale * w[0], ph=terms)
+        return StepCoeffs(cx=cx, co=co, p0=-b * scale * w[0], ph=(sample,) + terms)
+    return StepCoeffs(cx=cx, co=co, px=sample, p0=-b * scale * w[0], ph=terms)
 
 
 def pndm_timesteps(
@@ -121,9 +131,13 @@ def pndm(
     set_alpha_to_one: bool = False,
     timestep_spacing: str = "leading",
     steps_offset: int = 0,
+    v_combined: bool = False,
 ) -> Sampler:
     """PNDM over diffusers' PNDMScheduler timesteps (defaults as its config; SD 1.x: skip_prk_steps=True,
     steps_offset=1). One model call per timestep: 12 PRK calls then PLMS, or PLMS from the start.
+
+    The history is each step's noise prediction; `v_combined=True` reproduces diffusers' v_prediction reading
+    (`pndm_coeffs`), which biases v-models (Gaussian data: mean off by 3% of its std on 25 steps).
 
     >>> from fastdiff.schedule import Schedule
     >>> s = pndm(Schedule.make("linear"), 10, skip_prk_steps=True, steps_offset=1)
@@ -144,17 +158,22 @@ def pndm(
 
     def step(t_model, t_from, t_to, weights, history, saved):
         """A transfer from t_from to t_to of sum_k weights[k] o_k; `saved`: index of the step whose x it starts from."""
-        c = pndm_coeffs(abar(t_from), abar(t_to), weights, p, from_saved=saved is not None)
-        refs = ((("x", saved),) if saved is not None else ()) + tuple(history)
         ac = abar(t_model)
-        read = param.to_x0_eps(p, math.sqrt(ac), math.sqrt(1.0 - ac))  # x0 of this step's output, for callbacks
+        c = pndm_coeffs(abar(t_from), abar(t_to), weights, p, alpha_cumprod_model=ac, from_saved=saved is not None,
+                        v_combined=v_combined)  # fmt: skip
+        refs = ((("x", saved),) if saved is not None else ()) + tuple(history)
+        if v_combined:  # the x0 line computes the raw output: x0 = cx x + co out
+            read = param.to_x0_eps(p, math.sqrt(ac), math.sqrt(1.0 - ac))
+            x0_from = (read.cx, read.co)
+        else:  # it computes eps: x0 = (x - sigma eps) / alpha
+            x0_from = (1.0 / math.sqrt(ac), -math.sqrt(1.0 - ac) / math.sqrt(ac))
         return PlannedStep(
             coeffs=c,
             model_time=t_model,
             history=refs,
             sigma=ve_sigma(abar(t_from)),
             sigma_next=ve_sigma(abar(t_to)),
-            x0_from=(read.cx, read.co),
+            x0_from=x0_from,
         )
 
     steps: list[PlannedStep] = []
@@ -187,5 +206,6 @@ def pndm(
         set_alpha_to_one=set_alpha_to_one,
         timestep_spacing=timestep_spacing,
         steps_offset=steps_offset,
+        v_combined=v_combined,
     )
     return Sampler("pndm", p, tuple(steps), 1.0, torch.int64, options)
