@@ -9,7 +9,8 @@ h phi_1 = e^{hh} - 1, B(h) = hh ("bh1") or e^{hh} - 1 ("bh2"):
 
 rho solves R rho = b with R_ij = r_j^i (r_p = 1) and b_i = h phi_{i+1}(hh) (i+1)! / B(h) (the predictor drops the
 last row and column; order-2 UniP and order-1 UniC use rho = 1/2), as diffusers' UniPCMultistepScheduler. Every
-term is linear in (x, m0, m_k, m_t): one generic step with the earlier x0s as history.
+term is linear in (x, m0, m_k, m_t): one generic step with the earlier x0s as history. The native loop
+(`unipc_plan`) folds each step's UniC and UniP into one generic step.
 
 >>> c = unipc_coeffs(0.0, 1.0, (), alpha_t=0.8, sigma_t=0.6, sigma_s0=0.9)   # UniP-1: the DDIM / DPM-Solver-1 step
 >>> round(c.px, 6), round(c.w0, 6), c.wk, c.wt
@@ -147,6 +148,10 @@ def unipc_plan(
     linear, and `last` = (x_i - w0 m_{i-1} - sum_k wk m_{i-1-k}) / px by the previous predictor's own
     coefficients, so the whole step is linear in x_i, the new x0 m_i and the earlier x0s: the history is the
     solver_order - 1 (corrector: solver_order) latest x0s, and nothing but x0s is kept.
+
+    This relies on x_i being the previous step's result, as in the sampling loop. A caller that changes the
+    sample between steps (an inpainting blend, diffusers' pipelines' callbacks) must keep `last_sample` itself
+    and apply UniC and UniP as two generic steps (`unipc_coeffs`), as diffusers' scheduler does.
     """
     if solver_order not in (1, 2, 3, 4):
         raise ValueError(f"solver_order must be 1 to 4 (the fused step holds 4 history terms); got {solver_order!r}")
