@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -877,7 +878,9 @@ def test_four_history_terms_on_every_backend(schedule, backend):
     if backend not in fd.available_backends() and not (backend == "triton" and _triton_on_cpu()):
         pytest.skip(f"backend {backend!r} is not available here")
     x_T = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0))
-    for smp in (pndm(schedule, 6), lms(schedule, 6)):
+    # PNDM's first Runge-Kutta step (its 4th call takes 4 history terms), LMS's first steps up to order 4
+    for full, n in ((pndm(schedule, 4), 4), (lms(schedule, 6), 5)):
+        smp = replace(full, steps=full.steps[:n])
         assert max(len(st.history) for st in smp.steps) == (4 if smp.name == "pndm" else 3)
         model = exact_model(smp)
         want = run(model, smp, x_T, backend="torch").sample
