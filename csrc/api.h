@@ -61,11 +61,12 @@ struct PairRaw {
     double n = 0, dot = 0, a2 = 0, b2 = 0, d2 = 0, mx = 0;
 };
 
-// Coefficient order of fastdiff.step.COEFF_FIELDS.
-enum Coef : int { CX = 0, CO, CN, EX, EO, E0, EN, PX, P0, PE, PN, PH0, PH1, PH2, NUM_COEFS };
+// Coefficient order of fastdiff.step.COEFF_FIELDS; history terms h_k, k < MAX_HISTORY (fastdiff.step.MAX_HISTORY).
+constexpr int MAX_HISTORY = 4;
+enum Coef : int { CX = 0, CO, CN, EX, EO, E0, EN, PX, P0, PE, PN, PH0, PH1, PH2, PH3, NUM_COEFS };
 
 struct StepArgs {
-    ViewDesc x, o, u, z, h[3], scale, prev, x0;
+    ViewDesc x, o, u, z, h[MAX_HISTORY], scale, prev, x0;
     bool has_u = false, has_z = false, has_x0 = false, want_stats = false;
     bool stream = false;  // write outputs with non-temporal stores (they exceed the cache)
     int num_hist = 0;

@@ -870,7 +870,7 @@ static inline typename VT<T>::V add_term(const StepK<T>& K, int k, const typenam
 
 template <class T>
 struct StepBufs {
-    T *x, *o, *u, *cfg, *z, *h[3], *s, *xp, *x0;
+    T *x, *o, *u, *cfg, *z, *h[MAX_HISTORY], *s, *xp, *x0;
 };
 
 // One vector of N elements; `valid` masks the lanes past the end of the last block for the count.
@@ -915,7 +915,7 @@ static void step_item(const StepArgs& A, const StepK<T>& K, int64_t start, int64
     constexpr int N = VT<T>::N;
     const LoadFn<T> lx = loader<T>(A.x.dtype), lo = loader<T>(A.o.dtype), lu = loader<T>(A.u.dtype);
     const LoadFn<T> lz = loader<T>(A.z.dtype);
-    LoadFn<T> lh[3];
+    LoadFn<T> lh[MAX_HISTORY];
     for (int k = 0; k < A.num_hist; ++k) lh[k] = loader<T>(A.h[k].dtype);
     const StoreFn<T> sp = storer<T>(A.prev.dtype, A.stream), s0 = storer<T>(A.x0.dtype, A.stream);
     const I ones = splat<I>(-1);
@@ -956,7 +956,7 @@ static void step_item(const StepArgs& A, const StepK<T>& K, int64_t start, int64
                                           B.s + nfull * N, B.xp + nfull * N, B.x0 + nfull * N, pn_here, count,
                                           K.iota < splat<I>(rem));
         if (A.num_hist > 0) {  // x' += sum_k ph_k h_k (+ pn z, which comes after the history terms)
-            const T* h[3] = {nullptr, nullptr, nullptr};
+            const T* h[MAX_HISTORY] = {};
             for (int q = 0; q < A.num_hist; ++q) h[q] = read_padded(A.h[q], lh[q], f, k, plen, B.h[q]);
             for (int64_t i = 0; i < plen; i += N) {
                 V p = vload<V>(B.xp + i);
@@ -985,14 +985,14 @@ static void step_run(const StepArgs& A, const StepK<T>& K, StepOut* out, int thr
     const int64_t items = (numel + ITEM - 1) / ITEM;
     std::vector<StepOut> part((size_t)items);
     const int nt = team_size(numel, items, threads);
-    constexpr int NBUF = 11;
+    constexpr int NBUF = 8 + MAX_HISTORY;
     std::vector<T> mem((size_t)nt * NBUF * BLOCK);
 
 #pragma omp parallel num_threads(nt)
     {
         T* m = mem.data() + (size_t)omp_get_thread_num() * NBUF * BLOCK;
         StepBufs<T> B;
-        T** slots[NBUF] = {&B.x, &B.o, &B.u, &B.cfg, &B.z, &B.h[0], &B.h[1], &B.h[2], &B.s, &B.xp, &B.x0};
+        T** slots[NBUF] = {&B.x, &B.o, &B.u, &B.cfg, &B.z, &B.h[0], &B.h[1], &B.h[2], &B.h[3], &B.s, &B.xp, &B.x0};
         for (int q = 0; q < NBUF; ++q) *slots[q] = m + q * BLOCK;
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it)
@@ -1018,13 +1018,13 @@ static void step_dispatch(const StepArgs& A, StepOut* out, int threads) {
     const std::vector<std::vector<int>> lines = {
         {CX, CO, CN},
         {EX, EO, E0, EN},
-        {PX, P0, PE, PH0, PH1, PH2, PN},
+        {PX, P0, PE, PH0, PH1, PH2, PH3, PN},
     };
     for (size_t l = 0; l < lines.size(); ++l) {
         bool empty = true;
         for (int k : lines[l]) {
             const bool evaluated = (k != CN && k != EN && k != PN) || A.has_z;
-            empty = empty && !(K.present[k] && evaluated && (k < PH0 || k > PH2 || k - PH0 < A.num_hist));
+            empty = empty && !(K.present[k] && evaluated && (k < PH0 || k > PH3 || k - PH0 < A.num_hist));
         }
         K.start[l] = splat<V>(empty ? (T)0.0 : (T)-0.0);
     }

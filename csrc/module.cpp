@@ -338,11 +338,12 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     A.o = input(o_spec, "model_output");
     if ((A.has_u = u_spec.has_value())) A.u = input(*u_spec, "uncond");
     if ((A.has_z = z_spec.has_value())) A.z = input(*z_spec, "noise");
-    if (h_specs.size() > 3) fail("at most 3 history tensors are supported; got " + std::to_string(h_specs.size()));
+    if (h_specs.size() > (size_t)MAX_HISTORY)
+        fail("at most " + std::to_string(MAX_HISTORY) + " history tensors are supported; got " + std::to_string(h_specs.size()));
     A.num_hist = (int)h_specs.size();
     for (int k = 0; k < A.num_hist; ++k) A.h[k] = input(h_specs[k], "history[" + std::to_string(k) + "]");
 
-    // coefficients: 14 host values, or row `index` of a float64 [steps, 14] table
+    // coefficients: NUM_COEFS (15) host values, or row `index` of a float64 [steps, NUM_COEFS] table
     if (table_spec.has_value() != index_spec.has_value()) fail("a coefficient table needs both table and index");
     if (table_spec) {
         if (!coeffs.empty()) fail("pass either coeffs or a table, not both");

@@ -235,7 +235,7 @@ def fused_step(
         coeffs: a `StepCoeffs` (host scalars) or a `CoeffTable` (device-side, for CUDA graphs).
         uncond, guidance_scale: classifier-free guidance o = uncond + w (model_output - uncond).
         clip: None, c (for [-c, c]), (lo, hi), `ClipRange` or `DynamicThreshold`.
-        history: earlier x0 / derivatives / samples for multistep and Heun updates (<= 3).
+        history: earlier x0 / derivatives / samples for multistep and Heun updates (<= MAX_HISTORY = 4).
         noise, generator: z for stochastic samplers; drawn as torch.randn(x.shape, generator=...) when needed
             and not given. `noise=PhiloxNoise(seed, offset)` draws z inside the kernel instead (backends
             that support it: triton) and advances its offset by x.numel().

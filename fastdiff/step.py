@@ -28,7 +28,7 @@ import torch
 
 from . import param
 
-MAX_HISTORY = 3
+MAX_HISTORY = 4  # csrc/api.h MAX_HISTORY and the kernels' h0..h3 operands follow it
 
 # Layout of a coefficient vector / one row of a coefficient table (see `CoeffTable`).
 COEFF_FIELDS = ("cx", "co", "cn", "ex", "eo", "e0", "en", "px", "p0", "pe", "pn") + tuple(

@@ -59,6 +59,12 @@ CONSTRAINTS="$VENV/fastdiff-constraints.txt"
 
 step "installing fastdiff[$EXTRAS] (editable) and building its C++ extension (1-3 min)" \
     "${PIP[@]}" install -c "$CONSTRAINTS" -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",test,"* ]]; then
+    # the k-style samplers' peer; --no-deps: its package pulls torchvision, wandb and more, which its
+    # sampling module (all the tests import) does not need
+    step "installing k-diffusion==0.1.1 (no dependencies)" \
+        "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps "k-diffusion==0.1.1"
+fi
 "$PY" -c "import fastdiff; print('[setup] fastdiff', fastdiff.__version__, 'backends:', fastdiff.available_backends())"
 echo "[setup] ready in $(($(date +%s) - T0))s. The command line is $VENV/bin/fastdiff (try: $VENV/bin/fastdiff --help),"
 echo "[setup] or run 'source $VENV/bin/activate' once and then plain 'fastdiff ...'."

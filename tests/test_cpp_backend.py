@@ -21,7 +21,9 @@ from test_step_contract import step_case
 
 import fastdiff as fd
 from fastdiff import kernels, reference
-from fastdiff.step import ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
+from fastdiff.step import COEFF_FIELDS, MAX_HISTORY, ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
+
+NUM_COEFFS = len(COEFF_FIELDS)
 
 ok, why = kernels.availability("cpp", "cpu")
 pytestmark = pytest.mark.skipif(not ok, reason=why)
@@ -524,24 +526,24 @@ KEEP = torch.empty(64)
 @pytest.mark.parametrize(
     "change, err, match",
     [
-        (lambda: dict(coeffs=[1.0] * 13), ValueError, "14 values"),
+        (lambda: dict(coeffs=[1.0] * (NUM_COEFFS - 1)), ValueError, f"{NUM_COEFFS} values"),
         (lambda: dict(model_output=S(torch.randn(2, 9))), ValueError, "shape"),
         (lambda: dict(model_output=S(torch.ones(2, 8, dtype=torch.int32))), TypeError, "dtype"),
         (lambda: dict(out=S(torch.empty(2, 8, dtype=torch.float64))), TypeError, "dtype"),
         (lambda: dict(out=S(torch.empty(1, 8).expand(2, 8))), ValueError, "twice"),
         (lambda: dict(out=S(KEEP[:16].view(2, 8)), x=S(KEEP[1:17].view(2, 8))), ValueError, "partially overlaps"),
-        (lambda: dict(history=[S(torch.randn(2, 8))] * 4), ValueError, "at most 3"),
+        (lambda: dict(history=[S(torch.randn(2, 8))] * (MAX_HISTORY + 1)), ValueError, f"at most {MAX_HISTORY}"),
         (lambda: dict(clip_mode=3), ValueError, "clip_mode"),
         (lambda: dict(clip_mode=1, lo=1.0, hi=-1.0), ValueError, "lo <= hi"),
         (lambda: dict(clip_mode=1, lo=math.nan), ValueError, "lo <= hi"),
         (lambda: dict(clip_mode=2), ValueError, "scale"),
         (lambda: dict(clip_mode=2, scale=S(torch.ones(3))), ValueError, "scale"),
-        (lambda: dict(table=S(torch.zeros(2, 14, dtype=torch.float64))), ValueError, "both"),
-        (lambda: dict(coeffs=[], table=S(torch.zeros(2, 13, dtype=torch.float64)),
+        (lambda: dict(table=S(torch.zeros(2, NUM_COEFFS, dtype=torch.float64))), ValueError, "both"),
+        (lambda: dict(coeffs=[], table=S(torch.zeros(2, NUM_COEFFS - 1, dtype=torch.float64)),
                       index=S(torch.zeros((), dtype=torch.int64))), ValueError, "table"),
-        (lambda: dict(coeffs=[], table=S(torch.zeros(2, 14, dtype=torch.float64)),
+        (lambda: dict(coeffs=[], table=S(torch.zeros(2, NUM_COEFFS, dtype=torch.float64)),
                       index=S(torch.tensor(-1))), IndexError, "out of range"),
-        (lambda: dict(coeffs=[], table=S(torch.zeros(2, 14, dtype=torch.float64)),
+        (lambda: dict(coeffs=[], table=S(torch.zeros(2, NUM_COEFFS, dtype=torch.float64)),
                       index=S(torch.tensor(2))), IndexError, "out of range"),
         (lambda: dict(clipped=S(torch.zeros(2, dtype=torch.int64))), ValueError, "shape"),
         (lambda: dict(x=S(KEEP, sizes=[2, 8], strides=[64, 1])), ValueError, "reach element"),

@@ -14,7 +14,27 @@ import math
 import pytest
 import torch
 
-from fastdiff.samplers import ddim, ddpm, dpmpp, euler, euler_ancestral, flow_euler, heun, sample
+from fastdiff.samplers import (
+    ddim,
+    ddpm,
+    deis,
+    dpm_2,
+    dpm_singlestep,
+    dpmpp,
+    dpmpp_sde,
+    edm_dpmpp,
+    edm_euler,
+    euler,
+    euler_ancestral,
+    flow_euler,
+    heun,
+    lcm,
+    lms,
+    pndm,
+    sample,
+    tcd,
+    unipc,
+)
 from fastdiff.schedule import Schedule
 
 diffusers = pytest.importorskip("diffusers")
@@ -309,3 +329,142 @@ def test_dpmpp_flow_sigmas(noise):
     assert [float(t) for t in d.timesteps] == [math.floor(t) for t in smp.model_times]
     floored = lambda x, t: fake_flow_model(x, t.floor())  # noqa: E731
     assert rel_err(native_loop(smp, noise, model=floored), want) <= RTOL
+
+
+# --------------------------------------------------------------------------------------------------
+# the samplers of issue 17: native loops against the diffusers schedulers' loops (float32)
+
+SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),  # Stable Diffusion 1.x
+        dict(),
+        dict(skip_prk_steps=True, prediction_type="v_prediction", timestep_spacing="trailing"),
+    ],
+)
+def test_pndm(noise, kw):
+    d = diffusers.PNDMScheduler(**SD, **kw)
+    want = diffusers_loop(d, 20, noise)
+    smp = pndm(Schedule.from_alphas_cumprod(d.alphas_cumprod), 20, v_combined=True, **kw)
+    assert smp.model_times == [int(t) for t in d.timesteps]
+    assert rel_err(native_loop(smp, noise), want) <= RTOL
+
+
+@pytest.mark.parametrize("prediction_type", PTYPES)
+@pytest.mark.parametrize("ladder", [None, "karras"])
+def test_lms(noise, prediction_type, ladder):
+    d = diffusers.LMSDiscreteScheduler(**SD, prediction_type=prediction_type, use_karras_sigmas=ladder == "karras")
+    want = diffusers_loop(d, 12, noise)
+    smp = lms(
+        Schedule.from_alphas_cumprod(d.alphas_cumprod), 12, prediction_type=prediction_type, sigma_schedule=ladder
+    )
+    assert rel_err(native_loop(smp, noise, d), want) <= RTOL
+
+
+@pytest.mark.parametrize("ancestral", [False, True])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("ladder", [None, "karras"])
+def test_dpm_2(noise, ancestral, prediction_type, ladder):
+    cls = diffusers.KDPM2AncestralDiscreteScheduler if ancestral else diffusers.KDPM2DiscreteScheduler
+    d = cls(**SD, prediction_type=prediction_type, use_karras_sigmas=ladder == "karras")
+    want = diffusers_loop(d, 10, noise, seed=21 if ancestral else None)
+    smp = dpm_2(Schedule.from_alphas_cumprod(d.alphas_cumprod), 10, prediction_type=prediction_type,
+                ancestral=ancestral, sigma_schedule=ladder)  # fmt: skip
+    assert len(smp) == len(d.timesteps) == 19
+    assert rel_err(native_loop(smp, noise, d, seed=21 if ancestral else None), want) <= RTOL
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("ladder", [None, "karras"])
+def test_dpmpp_sde_without_noise(noise, prediction_type, ladder):
+    """DPMSolverSDEScheduler draws from its own Brownian tree; with s_noise = 0 on both sides the two-stage maths,
+    the midpoint model times and the input scaling are compared alone (the noise: test_samplers.py)."""
+    d = diffusers.DPMSolverSDEScheduler(**SD, prediction_type=prediction_type, use_karras_sigmas=ladder == "karras")
+    want = diffusers_loop(d, 10, noise, step_kw=dict(s_noise=0.0))
+    smp = dpmpp_sde(Schedule.from_alphas_cumprod(d.alphas_cumprod), 10, prediction_type=prediction_type,
+                    sigma_schedule=ladder, s_noise=0.0)  # fmt: skip
+    assert rel_err(native_loop(smp, noise, d), want) <= RTOL
+
+
+@pytest.mark.parametrize("prediction_type", PTYPES)
+@pytest.mark.parametrize("n", [1, 4])
+def test_lcm(noise, prediction_type, n):
+    d = diffusers.LCMScheduler(**SD, prediction_type=prediction_type)
+    want = diffusers_loop(d, n, noise, seed=5)
+    smp = lcm(Schedule.from_alphas_cumprod(d.alphas_cumprod), n, prediction_type=prediction_type)
+    assert rel_err(native_loop(smp, noise, seed=5), want) <= RTOL
+
+
+@pytest.mark.parametrize("prediction_type", PTYPES)
+@pytest.mark.parametrize("gamma", [0.0, 0.3])
+def test_tcd(noise, prediction_type, gamma):
+    d = diffusers.TCDScheduler(**SD, prediction_type=prediction_type)
+    want = diffusers_loop(d, 4, noise, seed=5, step_kw=dict(eta=gamma))
+    smp = tcd(Schedule.from_alphas_cumprod(d.alphas_cumprod), 4, prediction_type=prediction_type, gamma=gamma)
+    assert rel_err(native_loop(smp, noise, seed=5), want) <= RTOL
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("kw", [{}, dict(prediction_type="v_prediction"), dict(use_karras_sigmas=True)])
+def test_deis(noise, order, kw):
+    d = diffusers.DEISMultistepScheduler(solver_order=order, **kw)
+    want = diffusers_loop(d, 12, noise)
+    smp = deis(Schedule.from_alphas_cumprod(d.alphas_cumprod), 12, solver_order=order,
+               prediction_type=kw.get("prediction_type", "epsilon"),
+               sigma_schedule="karras" if kw.get("use_karras_sigmas") else None)  # fmt: skip
+    assert [float(t) for t in d.timesteps] == smp.model_times
+    assert rel_err(native_loop(smp, noise), want) <= RTOL
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("sde", [False, True])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+def test_dpm_singlestep(noise, order, sde, solver_type):
+    if sde and order == 3 and solver_type == "heun":
+        pytest.skip(
+            "diffusers evaluates the D2 weight (1 - e^{-2h} - 2h) / (2h)^2 - 1/2 in float32, where it cancels (4e-5 "
+            "relative on this loop); "
+            "the coefficients are compared in float64 in test_coeffs_diffusers_f64.py"
+        )
+    d = diffusers.DPMSolverSinglestepScheduler(
+        solver_order=order, solver_type=solver_type, algorithm_type="sde-dpmsolver++" if sde else "dpmsolver++"
+    )
+    want = diffusers_loop(d, 11, noise, seed=3 if sde else None)
+    smp = dpm_singlestep(Schedule.from_alphas_cumprod(d.alphas_cumprod), 11, solver_order=order, sde=sde,
+                         solver_type=solver_type)  # fmt: skip
+    assert rel_err(native_loop(smp, noise, seed=3 if sde else None), want) <= RTOL
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("solver_type", ["bh1", "bh2"])
+@pytest.mark.parametrize("kw", [{}, dict(prediction_type="v_prediction", use_karras_sigmas=True)])
+def test_unipc(noise, order, solver_type, kw):
+    d = diffusers.UniPCMultistepScheduler(solver_order=order, solver_type=solver_type, final_sigmas_type="sigma_min",
+                                          **kw)  # fmt: skip
+    want = diffusers_loop(d, 12, noise)
+    smp = unipc(Schedule.from_alphas_cumprod(d.alphas_cumprod), 12, solver_order=order, solver_type=solver_type,
+                final_sigmas_type="sigma_min", prediction_type=kw.get("prediction_type", "epsilon"),
+                sigma_schedule="karras" if kw.get("use_karras_sigmas") else None)  # fmt: skip
+    assert [float(t) for t in d.timesteps] == smp.model_times
+    assert rel_err(native_loop(smp, noise), want) <= RTOL
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sigma_schedule", ["karras", "exponential"])
+def test_edm_euler(noise, prediction_type, sigma_schedule):
+    d = diffusers.EDMEulerScheduler(prediction_type=prediction_type, sigma_schedule=sigma_schedule)
+    want = diffusers_loop(d, 10, noise)
+    smp = edm_euler(10, prediction_type=prediction_type, sigma_schedule=sigma_schedule)
+    assert rel_err(native_loop(smp, noise, d), want) <= RTOL
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("kw", [{}, dict(prediction_type="v_prediction", solver_type="heun")])
+def test_edm_dpmpp(noise, order, kw):
+    d = diffusers.EDMDPMSolverMultistepScheduler(solver_order=order, **kw)
+    want = diffusers_loop(d, 10, noise)
+    smp = edm_dpmpp(10, solver_order=order, **kw)
+    assert rel_err(native_loop(smp, noise, d), want) <= RTOL

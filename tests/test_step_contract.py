@@ -14,7 +14,7 @@ from strategies import FLOAT_DTYPES, fill_random, make_view
 
 import fastdiff as fd
 from fastdiff import ops, reference
-from fastdiff.step import ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
+from fastdiff.step import MAX_HISTORY, ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
 
 BACKENDS = backend_params()
 # 0, or a coefficient of a realistic size (1e-300 would push outputs below where squares underflow)
@@ -38,7 +38,7 @@ def step_case(draw, dtypes=FLOAT_DTYPES):
     alpha = draw(st.floats(0.05, 1.0))
     sigma = draw(st.floats(0.05, 1.0))
     pred = draw(st.sampled_from(["epsilon", "sample", "v_prediction", "flow"]))
-    n_hist = draw(st.integers(0, 3))
+    n_hist = draw(st.integers(0, MAX_HISTORY))
     c = StepCoeffs.from_prediction(
         pred,
         alpha,

@@ -16,7 +16,7 @@ from oracle import assert_tensor_stats, low_precision_ok
 
 import fastdiff as fd
 from fastdiff import kernels, reference
-from fastdiff.step import ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
+from fastdiff.step import MAX_HISTORY, ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(
@@ -42,7 +42,7 @@ def _coeffs(n_hist=0, noise=False, recompute=False, pred="epsilon"):
         p0=0.7,
         pe=0.5,
         pn=0.2 if noise else 0.0,
-        ph=(0.1, -0.2, 0.05)[:n_hist],
+        ph=(0.1, -0.2, 0.05, -0.15)[:n_hist],
         recompute_eps=recompute,
     )
 
@@ -98,8 +98,9 @@ def test_every_option_at_once(tiny_tiles):
     g = torch.Generator().manual_seed(5)
     shape = (4, 3, 29)
     t = lambda: torch.randn(shape, generator=g)  # noqa: E731
-    c = _coeffs(n_hist=3, noise=True, recompute=True, pred="v_prediction")
-    kw = dict(uncond=t(), guidance_scale=4.5, clip=DynamicThreshold(0.8, 2.0), history=(t(), t(), t()), noise=t())
+    c = _coeffs(n_hist=MAX_HISTORY, noise=True, recompute=True, pred="v_prediction")
+    history = tuple(t() for _ in range(MAX_HISTORY))
+    kw = dict(uncond=t(), guidance_scale=4.5, clip=DynamicThreshold(0.8, 2.0), history=history, noise=t())
     ref, got = _both(t(), t(), c, return_x0=True, **kw)
     _same_result(ref, got, torch.float32)
 

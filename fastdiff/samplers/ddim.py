@@ -21,7 +21,7 @@ import torch
 from ..schedule import Schedule
 from ..step import StepCoeffs
 from .plan import VP_PREDICTION_TYPES, PlannedStep, Sampler, check_prediction_type
-from .vp import prev_alphas_cumprod, vp_timesteps
+from .vp import prev_alphas_cumprod, ve_sigma, vp_timesteps
 
 
 def ddim_coeffs(
@@ -61,10 +61,6 @@ def ddim_coeffs(
     )
 
 
-def _ve_sigma(alpha_cumprod: float) -> float:
-    return math.sqrt((1.0 - alpha_cumprod) / alpha_cumprod) if alpha_cumprod > 0 else math.inf
-
-
 def ddim(
     schedule: Schedule,
     num_inference_steps: int | None = None,
@@ -94,8 +90,8 @@ def ddim(
         PlannedStep(
             coeffs=ddim_coeffs(float(ac[t]), a_prev, eta, prediction_type, use_clipped_model_output),
             model_time=t,
-            sigma=_ve_sigma(float(ac[t])),
-            sigma_next=_ve_sigma(a_prev),
+            sigma=ve_sigma(float(ac[t])),
+            sigma_next=ve_sigma(a_prev),
         )
         for t, a_prev in zip(ts, prev)
     )

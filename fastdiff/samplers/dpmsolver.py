@@ -252,8 +252,7 @@ def plan_multistep(
                 ),
                 model_time=model_times[i],
                 input_scale=1.0 if input_scales is None else input_scales[i],
-                history=("x0_1", "x0_2")[: order - 1],
-                keep_x0=max(orders[i + 1 :], default=1) > 1,
+                history=tuple(("x0", i - k) for k in range(1, order)),
                 sigma=sigmas[i],
                 sigma_next=sigmas[i + 1],
             )

@@ -6,6 +6,12 @@ type "flow"; "sample" and "epsilon" outputs are read through `param.py` on the s
     deterministic  x' = x + (s' - s) v = (1 - s') x0 + s' eps        (exact for a straight path)
     stochastic     x' = (1 - s') x0 + s' z                           (re-noise the x0 estimate with fresh z)
 
+`stochastic=True` is diffusers' `stochastic_sampling`: the x0 estimate jumps to s' with entirely fresh noise,
+discarding the noise x carried (like LCM's multistep consistency sampling). It is a re-noising sampler, not a
+discretisation of the reverse-time SDE, which keeps part of x's noise (compare DDIM with eta or SDE-DPM-Solver++);
+the registry calls it "flow_euler_renoise". The flow-matching conventions (this time s versus flow_matching's
+t = 1 - s, and the velocity's sign) are compared in `param.py`.
+
 >>> c = flow_euler_coeffs(1.0, 0.5)         # x0 = x - v, eps = x; x' = 0.5 x0 + 0.5 eps
 >>> c.cx, c.co, c.ex, c.eo, c.p0, c.pe
 (1.0, -1.0, 1.0, 0.0, 0.5, 0.5)

@@ -71,7 +71,6 @@ def heun(
                 coeffs=euler_coeffs(s, s_next, p),
                 model_time=float(times[i]),
                 input_scale=1.0 / math.sqrt(s * s + 1.0),
-                save_input=second,
                 sigma=s,
                 sigma_next=s_next,
             )
@@ -82,7 +81,7 @@ def heun(
                     coeffs=heun_correction_coeffs(s, s_next, p),
                     model_time=all_times[i + 1],
                     input_scale=1.0 / math.sqrt(s_next * s_next + 1.0),
-                    history=("x_saved",),
+                    history=(("x", len(steps) - 1),),
                     sigma=s_next,
                     sigma_next=s_next,
                 )

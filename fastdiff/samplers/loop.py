@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from ..ops import fused_step
+from ..ops import fused_step, tensor_stats
 from ..stats import TensorStats
-from .plan import PlannedStep, Sampler
+from .plan import PlannedStep, Sampler, check_history
 
 
 @dataclass
@@ -74,6 +74,15 @@ def model_output(out, x: torch.Tensor, where: str) -> torch.Tensor:
     return out
 
 
+def _last_uses(steps) -> dict[tuple[str, int], int]:
+    """(kind, j) -> index of the last step that takes it as history."""
+    last = {}
+    for i, st in enumerate(steps):
+        for ref in st.history:
+            last[ref] = i
+    return last
+
+
 def run_plan(
     call: Callable[[int, PlannedStep, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
     steps: tuple[PlannedStep, ...] | list[PlannedStep],
@@ -82,6 +91,7 @@ def run_plan(
     guidance_scale: float = 1.0,
     clip=None,
     generator: torch.Generator | None = None,
+    noise: Callable[[int, PlannedStep], torch.Tensor | None] | None = None,
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
     desc: str | None = None,
@@ -90,22 +100,25 @@ def run_plan(
 ) -> tuple[torch.Tensor, list]:
     """Run planned steps from x. `call(i, step, x)` returns (model output, unconditional output or None).
 
-    Returns the final x and the per-step StepResults (device tensors; nothing synced).
+    `noise(i, step)`, when given, returns the step's noise z (or None: drawn from `generator` if the step
+    uses noise). Returns the final x and the per-step StepResults (device tensors; nothing synced).
     """
-    x0_history: list[torch.Tensor] = []  # most recent first
-    saved: dict[str, torch.Tensor] = {}
+    check_history(steps)
+    if clip is not None and any(st.x0_from is not None for st in steps):
+        raise ValueError(
+            "this sampler keeps the model output or the ODE derivative as its history, not x0 (PNDM, LMS): "
+            "its steps cannot clip x0; pass clip=None"
+        )
+    last_use = _last_uses(steps)
+    kept: dict[tuple[str, int], torch.Tensor] = {}
     results = []
     for i, st in enumerate(tqdm(steps, disable=not progress, desc=desc, leave=False)):
         out, uncond = call(i, st, x)
-        history = []
-        for name in st.history:
-            if name == "x_saved":
-                history.append(saved["x_saved"])
-            else:
-                k = int(name[-1]) - 1
-                if k >= len(x0_history):
-                    raise RuntimeError(f"step {i} needs {name} but only {len(x0_history)} x0s were kept")
-                history.append(x0_history[k])
+        history = [kept[ref] for ref in st.history]
+        z = noise(i, st) if noise is not None else None
+        if z is None and ("z", i) in last_use:  # a later step reads this noise: draw it here, as fused_step would
+            device = generator.device if generator is not None else x.device
+            z = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
         r = fused_step(
             x,
             out,
@@ -114,15 +127,27 @@ def run_plan(
             guidance_scale=guidance_scale,
             clip=clip,
             history=history,
+            noise=z if st.coeffs.uses_noise else None,
             generator=generator,
-            return_x0=st.keep_x0 or callback is not None,
+            return_x0=("x0", i) in last_use or callback is not None or (stats and st.x0_from is not None),
             stats=stats,
             backend=backend,
         )
-        if st.save_input:
-            saved["x_saved"] = x
-        if st.keep_x0:
-            x0_history = [r.pred_x0] + x0_history[:1]
+        for ref in st.history:  # free what no later step needs
+            if last_use[ref] == i:
+                del kept[ref]
+        if ("x", i) in last_use:
+            kept[("x", i)] = x
+        if ("x0", i) in last_use:
+            kept[("x0", i)] = r.pred_x0
+        if ("z", i) in last_use:
+            kept[("z", i)] = z
+        denoised = r.pred_x0
+        if st.x0_from is not None and (callback is not None or stats):
+            a, b = st.x0_from  # the x0 line computed another readout s: x0 = a x + b s
+            denoised = a * x + b * r.pred_x0  # one extra pass, only for stats / callbacks of these samplers
+            if stats:
+                r.x0_stats = tensor_stats(denoised, backend=backend)
         if callback is not None:
             callback(
                 {
@@ -132,7 +157,7 @@ def run_plan(
                     "sigma_next": st.sigma_next,
                     "x": x,
                     "x_next": r.prev_sample,
-                    "denoised": r.pred_x0,
+                    "denoised": denoised,
                     "result": r,
                 }
             )
@@ -194,7 +219,7 @@ def sample(
 
     def call(i: int, st: PlannedStep, x: torch.Tensor):
         x_in = x * st.input_scale if st.input_scale != 1.0 else x
-        t = times[i].expand(batch)
+        t = times[i].repeat(batch)  # a fresh tensor per call: the model may edit it in place
         where = f"at step {i} (t={st.model_time:g})"
         out = model_output(model(x_in, t, **extra_args), x, where)
         unc = model_output(model(x_in, t, **uncond_args), x, where) if uncond_args is not None else None

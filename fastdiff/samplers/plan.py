@@ -5,19 +5,26 @@ in float64, every step's `StepCoeffs` plus what the loop must feed the model and
 
     x_in  = input_scale * x                          (Euler family: x / sqrt(1 + sigma^2), diffusers' scale_model_input)
     out   = model(x_in, t)                           (t = `model_time`, see "Model-call convention" below)
-    x'    = fused_step(x, out, coeffs, history=[stored tensors named by `history`])
-    keep  x0 (multistep solvers) and/or the input x (Heun's second stage) for the following steps
+    x'    = fused_step(x, out, coeffs, history=[earlier tensors named by `history`])
 
 so every step is exactly one `fastdiff.fused_step` call, and a whole loop can also become a device-side
-`CoeffTable` (CUDA graphs). Model-call convention (documented once, here):
+`CoeffTable` (CUDA graphs). A step's history names earlier steps' tensors by step index: ("x0", j) is the
+x0 (clipped) that step j computed, ("x", j) the sample step j started from, ("z", j) the noise step j drew
+(for noise correlated across steps, e.g. the two stages of DPM++ SDE); the loop keeps exactly the tensors
+that later steps name and frees each after its last use.
 
-    VP samplers (ddpm, ddim, dpmpp on a VP schedule)  model(x, t): t the integer training timestep (int64)
-    Euler family (euler, euler_ancestral, heun)       model(x / sqrt(1 + sigma^2), t): t the fractional training
-                                                      timestep of the VE noise level sigma (float32), as diffusers
-    flow (flow_euler, dpmpp on flow sigmas)           model(x, t): t = sigma * num_train_timesteps (float32),
-                                                      sigma in [0, 1] the flow time (diffusers' FlowMatch convention)
+Model-call convention (documented once, here):
 
-`t` is passed as a tensor of shape [batch] on the sample's device.
+    VP samplers (ddpm, ddim, pndm, deis, unipc, dpmpp,  model(x, t): t the integer training timestep (int64)
+      lcm, tcd, dpm_singlestep on a VP schedule)
+    Euler family (euler, euler_ancestral, heun, lms,    model(x / sqrt(1 + sigma^2), t): t the fractional training
+      dpm_2, dpm_2_ancestral, dpmpp_2s_ancestral,       timestep of the VE noise level sigma (float32), as diffusers
+      dpmpp_sde)
+    EDM (edm_euler, edm_dpmpp)                          model(x / sqrt(sigma^2 + sigma_data^2), t): t = log(sigma) / 4
+    flow (flow_euler, dpmpp on flow sigmas)             model(x, t): t = sigma * num_train_timesteps (float32),
+                                                        sigma in [0, 1] the flow time (diffusers' FlowMatch convention)
+
+`t` is passed as a fresh tensor of shape [batch] on the sample's device (the model may edit it in place).
 
 `sample()` takes x_T ~ N(0, I), the variance-preserving / flow sample at the start, and starts the loop
 from `x_T * init_noise_sigma` (the Euler family works on the VE sample x / alpha = x sqrt(1 + sigma^2)).
@@ -33,8 +40,8 @@ import torch
 from .. import param
 from ..step import CoeffTable, StepCoeffs
 
-# Names of the tensors a step can take as history (see `PlannedStep.history`).
-HISTORY_SOURCES = ("x0_1", "x0_2", "x_saved")
+# ("x0", j): the x0 step j computed; ("x", j): the sample step j started from; ("z", j): the noise step j drew
+HISTORY_KINDS = ("x0", "x", "z")
 
 PATHS = ("vp", "ve", "flow")
 VP_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -45,28 +52,40 @@ FLOW_PREDICTION_TYPES = ("flow", "sample", "epsilon")
 class PlannedStep:
     """One model call and the generic step that consumes its output.
 
-    history: names of stored tensors passed as `history` to the fused step, in `coeffs.ph` order:
-        "x0_1" / "x0_2" the x0 of the previous / second previous step that kept its x0,
-        "x_saved" the input x of the last step with `save_input`.
-    keep_x0: push this step's (clipped) x0 onto the x0 history. save_input: remember this step's input x.
+    history: the earlier tensors passed as `history` to the fused step, in `coeffs.ph` order, each named
+        (kind, j) with kind "x0" (the x0 step j computed, after clipping), "x" (the sample step j started
+        from) or "z" (the noise step j drew), j the index of an earlier step of the same plan.
     sigma / sigma_next: the sampler's noise levels (VE sigma for diffusion samplers, flow time for flow).
+    x0_from: None when the step's x0 line computes x0. A few multistep methods keep another readout s of the
+        model output as their history (PNDM: the model output itself; LMS: the ODE derivative (x - x0) / sigma);
+        their x0 line computes s instead, and x0 = a x + b s with (a, b) = x0_from. Such steps take no clipping.
+    noise_at: (sigma, sigma_next) at which a k-diffusion noise sampler is asked for this step's noise
+        (`kdiffusion`'s functions; the native loop draws from its generator).
     """
 
     coeffs: StepCoeffs
     model_time: float
     input_scale: float = 1.0
-    history: tuple[str, ...] = ()
-    keep_x0: bool = False
-    save_input: bool = False
+    history: tuple[tuple[str, int], ...] = ()
     sigma: float = math.nan
     sigma_next: float = math.nan
+    x0_from: tuple[float, float] | None = None
+    noise_at: tuple[float, float] | None = None
 
     def __post_init__(self):
         if len(self.history) != len(self.coeffs.ph):
             raise ValueError(f"{len(self.history)} history names for {len(self.coeffs.ph)} history coefficients")
-        for name in self.history:
-            if name not in HISTORY_SOURCES:
-                raise ValueError(f"unknown history source {name!r}; accepted: {', '.join(HISTORY_SOURCES)}")
+        for ref in self.history:
+            if not (isinstance(ref, tuple) and len(ref) == 2 and ref[0] in HISTORY_KINDS and isinstance(ref[1], int)):
+                raise ValueError(f"history entries are (kind, step index) with kind in {HISTORY_KINDS}; got {ref!r}")
+
+
+def check_history(steps) -> None:
+    """Every history entry names an earlier step of the plan."""
+    for i, st in enumerate(steps):
+        for kind, j in st.history:
+            if not 0 <= j < i:
+                raise ValueError(f"step {i} names ({kind!r}, {j}) as history; only earlier steps 0 .. {i - 1} can be")
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,7 @@ class Sampler:
             raise ValueError(f"sampler {self.name!r} has no steps")
         if self.path not in PATHS:
             raise ValueError(f"path={self.path!r} is not one of {', '.join(PATHS)}")
+        check_history(self.steps)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -150,6 +170,15 @@ def read_ve(prediction_type: str, sigma: float) -> param.X0EpsMap:
     alpha, sigma_vp = ve_to_vp(sigma)
     m = param.to_x0_eps(prediction_type, alpha, sigma_vp)
     return param.X0EpsMap(cx=m.cx * alpha, co=m.co, ex=m.ex * alpha, eo=m.eo)
+
+
+def with_output_map(c: StepCoeffs, m: param.X0EpsMap) -> StepCoeffs:
+    """The step `c`, written for a model whose output is x0 ("sample"), for a model whose x0 is m.cx x + m.co out.
+
+    Only the x0 and eps lines read the output o, so substituting o -> m.cx x + m.co o gives
+    cx += co m.cx, co *= m.co, ex += eo m.cx, eo *= m.co (e.g. EDM's preconditioning, `param.edm_precondition`).
+    """
+    return replace(c, cx=c.cx + c.co * m.cx, co=c.co * m.co, ex=c.ex + c.eo * m.cx, eo=c.eo * m.co)
 
 
 def change_variables(c: StepCoeffs, in_scale: float, out_scale: float) -> StepCoeffs:

@@ -5,28 +5,52 @@ from __future__ import annotations
 import inspect
 
 from ..schedule import Schedule
+from .consistency import lcm, tcd
 from .ddim import ddim
 from .ddpm import ddpm
+from .deis import deis
+from .dpm2 import dpm_2
 from .dpmsolver import dpmpp
+from .edm import edm_dpmpp, edm_euler
 from .euler import euler, euler_ancestral
 from .flow import flow_euler
 from .heun import heun
+from .lms import lms
 from .plan import Sampler
+from .pndm import pndm
+from .sde import dpmpp_sde
+from .singlestep import dpm_singlestep, dpmpp_2s_ancestral
+from .unipc import unipc
 
 # name -> (builder, needs a VP schedule, preset options)
 SAMPLERS = {
     "ddpm": (ddpm, True, {}),
     "ddim": (ddim, True, {}),
+    "pndm": (pndm, True, {}),
+    "plms": (pndm, True, {"skip_prk_steps": True}),
     "euler": (euler, True, {}),
     "euler_ancestral": (euler_ancestral, True, {}),
     "heun": (heun, True, {}),
-    "flow_euler": (flow_euler, False, {}),
-    "flow_euler_sde": (flow_euler, False, {"stochastic": True}),
+    "lms": (lms, True, {}),
+    "dpm_2": (dpm_2, True, {}),
+    "dpm_2_ancestral": (dpm_2, True, {"ancestral": True}),
+    "dpmpp_2s_ancestral": (dpmpp_2s_ancestral, True, {}),
+    "dpmpp_sde": (dpmpp_sde, True, {}),
     "dpmpp_1m": (dpmpp, True, {"solver_order": 1}),
     "dpmpp_2m": (dpmpp, True, {"solver_order": 2}),
     "dpmpp_3m": (dpmpp, True, {"solver_order": 3}),
     "dpmpp_2m_sde": (dpmpp, True, {"solver_order": 2, "sde": True}),
     "dpmpp_3m_sde": (dpmpp, True, {"solver_order": 3, "sde": True}),
+    "dpm_singlestep": (dpm_singlestep, True, {}),
+    "deis": (deis, True, {}),
+    "unipc": (unipc, True, {}),
+    "lcm": (lcm, True, {}),
+    "tcd": (tcd, True, {}),
+    "edm_euler": (edm_euler, False, {}),
+    "edm_dpmpp": (edm_dpmpp, False, {}),
+    "flow_euler": (flow_euler, False, {}),
+    # diffusers' stochastic_sampling: x0 re-noised to the next level with fresh noise (not an SDE discretisation)
+    "flow_euler_renoise": (flow_euler, False, {"stochastic": True}),
 }
 
 
@@ -63,6 +87,6 @@ def make_sampler(name: str, num_inference_steps: int, schedule: Schedule | None 
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a fastdiff.Schedule; got {type(schedule).__name__}")
         return builder(schedule, num_inference_steps, **preset, **options)
-    if schedule is not None:
+    if schedule is not None and "num_train_timesteps" in accepted:
         options.setdefault("num_train_timesteps", schedule.num_train_timesteps)
     return builder(num_inference_steps, **preset, **options)

@@ -10,7 +10,8 @@ h phi_1 = e^{hh} - 1, B(h) = hh ("bh1") or e^{hh} - 1 ("bh2"):
 rho solves R rho = b with R_ij = r_j^i (r_p = 1) and b_i = h phi_{i+1}(hh) (i+1)! / B(h) (the predictor drops the
 last row and column; order-2 UniP and order-1 UniC use rho = 1/2), as diffusers' UniPCMultistepScheduler. Every
 term is linear in (x, m0, m_k, m_t): one generic step with the earlier x0s as history. The noise-prediction form
-(eps in place of x0) is the same update under (alpha, sigma, lambda) -> (sigma, alpha, -lambda).
+(eps in place of x0) is the same update under (alpha, sigma, lambda) -> (sigma, alpha, -lambda). The native loop
+(`unipc_plan`) folds each step's UniC and UniP into one generic step.
 
 >>> c = unipc_coeffs(0.0, 1.0, (), alpha_t=0.8, sigma_t=0.6, sigma_s0=0.9)   # UniP-1: the DDIM / DPM-Solver-1 step
 >>> round(c.px, 6), round(c.w0, 6), c.wk, c.wt
@@ -23,8 +24,13 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
+from ..schedule import Schedule
+from ..step import StepCoeffs
+from . import ladders
 from .dpmsolver import usable_history
+from .plan import VP_PREDICTION_TYPES, PlannedStep, Sampler, check_prediction_type, check_steps, ve_to_vp
 
 SOLVER_TYPES = ("bh1", "bh2")
 
@@ -125,3 +131,146 @@ def _update(lambda_s0, lambda_t, lambdas_prev, alpha_t, sigma_t, sigma_s0, corre
     wk = tuple(-scale * rho / r for rho, r in zip(rho_k, rks))
     w0 = -alpha_t * h_phi_1 + scale * (sum(rho / r for rho, r in zip(rho_k, rks)) + rho_t)
     return UniPCCoeffs(px=px, w0=w0, wk=wk, wt=-scale * rho_t)
+
+
+# --------------------------------------------------------------------------------------------------
+# the native loop: corrector and predictor of one step fused into one generic step
+
+
+def _lam(alpha: float, sigma: float) -> float:
+    return math.inf if sigma == 0.0 else math.log(alpha) - math.log(sigma)
+
+
+def _add(form: dict, scale: float, other: dict) -> None:
+    for key, v in other.items():
+        form[key] = form.get(key, 0.0) + scale * v
+
+
+def unipc_orders(num_steps: int, solver_order: int, lower_order_final: bool = True) -> list[int]:
+    """The predictor order of each step of diffusers' UniPCMultistepScheduler (warm-up from 1; with
+    `lower_order_final`, at most the number of steps left)."""
+    n = num_steps
+    return [min(solver_order, i + 1, n - i if lower_order_final else solver_order) for i in range(n)]
+
+
+def unipc_plan(
+    sigmas: list[float],
+    model_times: list,
+    alpha_sigma,
+    prediction_type: str,
+    *,
+    solver_order: int = 2,
+    solver_type: str = "bh2",
+    lower_order_final: bool = True,
+    disable_corrector=(),
+    input_scales: list[float] | None = None,
+) -> list[PlannedStep]:
+    """The steps of a UniPC loop over `sigmas` (n + 1 levels), each one generic step: UniC, then UniP.
+
+    diffusers' step i corrects with the previous step's order, x_c = C(last, m_i, m_{i-1}, ...) where `last` is
+    the sample the previous predictor started from, then predicts x_{i+1} = P(x_c, m_i, m_{i-1}, ...). Both are
+    linear, and `last` = (x_i - w0 m_{i-1} - sum_k wk m_{i-1-k}) / px by the previous predictor's own
+    coefficients, so the whole step is linear in x_i, the new x0 m_i and the earlier x0s: the history is the
+    solver_order - 1 (corrector: solver_order) latest x0s, and nothing but x0s is kept.
+
+    This relies on x_i being the previous step's result, as in the sampling loop. A caller that changes the
+    sample between steps (an inpainting blend, diffusers' pipelines' callbacks) must keep `last_sample` itself
+    and apply UniC and UniP as two generic steps (`unipc_coeffs`), as diffusers' scheduler does.
+    """
+    if solver_order not in (1, 2, 3, 4):
+        raise ValueError(f"solver_order must be 1 to 4 (the fused step holds 4 history terms); got {solver_order!r}")
+    n = len(sigmas) - 1
+    ab = [alpha_sigma(s) for s in sigmas]
+    lam = [_lam(a, s) for a, s in ab]
+    orders = unipc_orders(n, solver_order, lower_order_final)
+
+    def update(t: int, s0: int, order: int, corrector: bool) -> UniPCCoeffs:
+        """The update from level s0 to level t with the x0s of levels s0, s0 - 1, ..., s0 - order + 1."""
+        prev = tuple(lam[s0 - k] for k in range(1, order))
+        return unipc_coeffs(lam[s0], lam[t], prev, alpha_t=ab[t][0], sigma_t=ab[t][1], sigma_s0=ab[s0][1],
+                            corrector=corrector, solver_type=solver_type)  # fmt: skip
+
+    steps: list[PlannedStep] = []
+    previous = None  # the previous step's predictor coefficients (to express its input `last`)
+    for i in range(n):
+        xc = {"x": 1.0}  # the corrected sample as a linear form over x, m (this x0) and ("x0", j)
+        if i > 0 and (i - 1) not in set(disable_corrector):
+            c = update(i, i - 1, orders[i - 1], corrector=True)
+            last = {"x": 1.0 / previous.px, ("x0", i - 1): -previous.w0 / previous.px}
+            for k, w in enumerate(previous.wk, start=1):
+                last[("x0", i - 1 - k)] = -w / previous.px
+            xc = {"m": c.wt, ("x0", i - 1): c.w0}
+            _add(xc, c.px, last)
+            for k, w in enumerate(c.wk, start=1):
+                _add(xc, w, {("x0", i - 1 - k): 1.0})
+        pr = update(i + 1, i, orders[i], corrector=False)
+        out = {"m": pr.w0}
+        _add(out, pr.px, xc)
+        for k, w in enumerate(pr.wk, start=1):
+            _add(out, w, {("x0", i - k): 1.0})
+        previous = pr
+        refs = sorted((key for key in out if isinstance(key, tuple) and out[key] != 0.0), key=lambda r: -r[1])
+        read = StepCoeffs.from_prediction(prediction_type, *ab[i])
+        coeffs = StepCoeffs(
+            cx=read.cx, co=read.co, px=out.get("x", 0.0), p0=out.get("m", 0.0), ph=tuple(out[r] for r in refs)
+        )
+        steps.append(
+            PlannedStep(
+                coeffs,
+                model_times[i],
+                1.0 if input_scales is None else input_scales[i],
+                history=tuple(refs),
+                sigma=sigmas[i],
+                sigma_next=sigmas[i + 1],
+            )
+        )
+    return steps
+
+
+def unipc(
+    schedule: Schedule,
+    num_inference_steps: int,
+    *,
+    solver_order: int = 2,
+    prediction_type: str = "epsilon",
+    solver_type: str = "bh2",
+    lower_order_final: bool = True,
+    disable_corrector=(),
+    timestep_spacing: str = "linspace",
+    steps_offset: int = 0,
+    sigma_schedule: str | None = None,
+    final_sigmas_type: str = "zero",
+) -> Sampler:
+    """UniPC (data prediction, UniC corrector unless disabled) over the ladder of diffusers'
+    UniPCMultistepScheduler: one model call and one fused step per timestep.
+
+    >>> from fastdiff.schedule import Schedule
+    >>> s = unipc(Schedule.make("linear"), 6, solver_order=3)
+    >>> [len(st.history) for st in s.steps]
+    [0, 1, 2, 3, 3, 0]
+    """
+    p = check_prediction_type(prediction_type, VP_PREDICTION_TYPES, "unipc")
+    check_steps(num_inference_steps, schedule.num_train_timesteps)
+    times, sig = ladders.solver_ladder(
+        schedule,
+        num_inference_steps,
+        timestep_spacing=timestep_spacing,
+        steps_offset=steps_offset,
+        sigma_schedule=sigma_schedule,
+        final_sigmas_type=final_sigmas_type,
+        round_timesteps=sigma_schedule in (None, "karras"),
+    )
+    if sigma_schedule in ("exponential", "beta"):  # diffusers casts these fractional timesteps to int64
+        times = times.trunc()
+    steps = unipc_plan(
+        [float(s) for s in sig],
+        [float(t) for t in times],
+        ve_to_vp,
+        p,
+        solver_order=solver_order,
+        solver_type=solver_type,
+        lower_order_final=lower_order_final,
+        disable_corrector=disable_corrector,
+    )
+    options = dict(solver_order=solver_order, solver_type=solver_type, sigma_schedule=sigma_schedule)
+    return Sampler("unipc", p, tuple(steps), 1.0, torch.int64, options)

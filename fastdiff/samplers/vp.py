@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import schedule as sch
@@ -36,3 +38,8 @@ def prev_alphas_cumprod(schedule: Schedule, ts: list[int], final_alpha_cumprod: 
     """alphas_cumprod at the timestep each step goes to: the next one in the list, then `final_alpha_cumprod`."""
     ac = schedule.alphas_cumprod
     return [float(ac[t]) for t in ts[1:]] + [float(final_alpha_cumprod)]
+
+
+def ve_sigma(alpha_cumprod: float) -> float:
+    """The VE noise level sqrt((1 - abar) / abar) of a VP level abar (inf at abar = 0)."""
+    return math.sqrt((1.0 - alpha_cumprod) / alpha_cumprod) if alpha_cumprod > 0 else math.inf
