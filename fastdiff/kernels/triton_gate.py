@@ -247,7 +247,7 @@ def sampler_calls() -> Iterator[Call]:
     sched = Schedule.make("scaled_linear", 1000, beta_start=0.00085, beta_end=0.012)
 
     def native(sampler, *, backend):
-        return sample(model, sampler, torch.randn(2, 4, 16, 16), progress=False, clip=1.0, backend=backend)
+        return sample(model, sampler, torch.randn(2, 4, 16, 16), progress=False, backend=backend)
 
     for name in SAMPLERS:
         yield Call(f"sample({name})", native, (make_sampler(name, 8, sched),))
