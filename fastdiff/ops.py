@@ -172,6 +172,8 @@ def _same_view(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _has_internal_overlap(t: torch.Tensor) -> bool:
     """Some element is reachable by two indices (stride-0 or self-overlapping views)."""
+    if t.is_contiguous():
+        return False
     if any(stride == 0 and size > 1 for size, stride in zip(t.shape, t.stride())):
         return True
     return t.numel() > 1 and torch._debug_has_internal_overlap(t) == 1
@@ -184,10 +186,21 @@ def _check_output(name: str, buf: torch.Tensor, x: torch.Tensor, inputs: dict[st
     if _has_internal_overlap(buf):
         raise ValueError(f"{name} has overlapping elements (e.g. an expanded view); it cannot be written")
     for other_name, other in inputs.items():
-        if other is not None and _overlaps(buf, other) and not _same_view(buf, other):
+        if other is not None and other is not buf and _overlaps(buf, other) and not _same_view(buf, other):
             raise ValueError(
                 f"{name} partially overlaps {other_name}; an output may alias an input only as the very same view"
             )
+
+
+def _input(x: torch.Tensor, name: str, t) -> torch.Tensor:
+    """A step input other than x: a dense float tensor of x's shape on x's device (its own dtype kept)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {_describe(t)}")
+    if t.dtype not in STEP_DTYPES or t.layout != torch.strided:
+        raise TypeError(f"{name} is {_describe(t)}; accepted: dense float16, bfloat16, float32 or float64")
+    if t.shape != x.shape or t.device != x.device:
+        _check_same("x", x, name, t)
+    return t.detach() if t.requires_grad else t
 
 
 def threshold_scale(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
@@ -258,21 +271,13 @@ def fused_step(
         raise TypeError(f"x must be a torch.Tensor; got {_describe(x)}")
     if x.dtype not in STEP_DTYPES:
         raise TypeError(f"x has dtype {x.dtype}; accepted: float16, bfloat16, float32, float64")
-    if x.is_meta or x.layout != torch.strided:
+    if x.layout != torch.strided or x.is_meta:
         raise TypeError(f"x must be a dense tensor with data; got {_describe(x)} with layout {x.layout}")
-    x = x.detach()
-
-    def as_input(name: str, t) -> torch.Tensor:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor; got {_describe(t)}")
-        if not (t.is_floating_point() and t.dtype in STEP_DTYPES) or t.layout != torch.strided:
-            raise TypeError(f"{name} is {_describe(t)}; accepted: dense float16, bfloat16, float32 or float64")
-        _check_same("x", x, name, t)
-        return t.detach()
-
-    model_output = as_input("model_output", model_output)
+    if x.requires_grad:
+        x = x.detach()
+    model_output = _input(x, "model_output", model_output)
     if uncond is not None:
-        uncond = as_input("uncond", uncond)
+        uncond = _input(x, "uncond", uncond)
         if not math.isfinite(float(guidance_scale)):
             raise ValueError(f"guidance_scale must be finite; got {guidance_scale!r}")
 
@@ -295,9 +300,9 @@ def fused_step(
     history = tuple(history)
     if len(history) != n_hist:
         raise ValueError(f"the coefficients have {n_hist} history terms but {len(history)} history tensors were given")
-    if len(history) > MAX_HISTORY:
-        raise ValueError(f"at most {MAX_HISTORY} history tensors are supported; got {len(history)}")
-    history = tuple(as_input(f"history[{k}]", h) for k, h in enumerate(history))
+    if n_hist > MAX_HISTORY:
+        raise ValueError(f"at most {MAX_HISTORY} history tensors are supported; got {n_hist}")
+    history = tuple(_input(x, f"history[{k}]", h) for k, h in enumerate(history)) if n_hist else ()
 
     philox = None
     if isinstance(noise, PhiloxNoise):
@@ -305,7 +310,7 @@ def fused_step(
         if philox is not None and isinstance(philox.offset, torch.Tensor) and philox.offset.device != x.device:
             raise ValueError(f"the PhiloxNoise offset is on {philox.offset.device} but x is on {x.device}")
     if noise is not None:
-        noise = as_input("noise", noise)
+        noise = _input(x, "noise", noise)
     elif uses_noise and philox is None:
         noise_device = generator.device if generator is not None else x.device
         noise = torch.randn(x.shape, generator=generator, device=noise_device, dtype=x.dtype).to(x.device)
@@ -339,8 +344,9 @@ def fused_step(
             x0_pre = x0_pre + c[2] * noise.to(ct)
         scale = threshold_scale(x0_pre, clip.ratio, clip.max_value)
 
-    inputs = {"x": x, "model_output": model_output, "uncond": uncond, "noise": noise}
-    inputs.update({f"history[{k}]": h for k, h in enumerate(history)})
+    if out is not None or x0_out is not None:
+        inputs = {"x": x, "model_output": model_output, "uncond": uncond, "noise": noise}
+        inputs.update({f"history[{k}]": h for k, h in enumerate(history)})
     if out is None:
         out = memory.empty_like(x)  # huge pages for large CPU outputs: fewer first-touch faults
     else:
@@ -368,13 +374,7 @@ def fused_step(
         want_stats=bool(stats),
         philox=philox if noise is None else None,
     )
-    clipped, prev_raw, x0_raw = impl.fused_step(launch)
+    clipped, raw = impl.fused_step(launch)
     if philox is not None:
         philox.advance(x.numel())
-    return StepResult(
-        prev_sample=out,
-        pred_x0=x0_out,
-        clipped=clipped,
-        stats=TensorStats(*prev_raw) if prev_raw is not None else None,
-        x0_stats=TensorStats(*x0_raw) if x0_raw is not None else None,
-    )
+    return StepResult(out, x0_out, clipped, raw=raw)

@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 from functools import cached_property
 
+import numpy as np
 import torch
 
 COUNT_FIELDS = ("count", "nan_count", "posinf_count", "neginf_count", "zero_count")
@@ -108,32 +109,73 @@ def _nan_where(cond: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     return value.masked_fill(~cond, math.nan)
 
 
+def host_arrays(*tensors: torch.Tensor) -> list[np.ndarray]:
+    """NumPy arrays of tensors on one device, read with one host sync: CPU tensors as views (no copy), device
+    tensors as the words of one concatenated buffer and one copy (one launch and one transfer on a GPU)."""
+    if tensors[0].device.type == "cpu":
+        return [t.detach().resolve_neg().numpy() for t in tensors]
+    words = [t.detach().contiguous().view(torch.int64) if t.dtype == torch.float64 else t for t in tensors]
+    flat = torch.cat([w.reshape(-1) for w in words]).cpu().numpy()
+    out, at = [], 0
+    for t, w in zip(tensors, words):
+        part = flat[at : at + w.numel()].reshape(tuple(t.shape))
+        out.append(part.view(np.float64) if t.dtype == torch.float64 else part)
+        at += w.numel()
+    return out
+
+
+def _scalar_fields(counts: list[int], moments: list[float]) -> dict:
+    """TensorStats.to_dict() of one raw row, in Python floats: the operations of the device fields (IEEE float64,
+    so the same numbers), without a NumPy call per field."""
+    count, nan, posinf, neginf, zero = counts
+    vmin, vmax, mean, m2 = moments
+    n = count - nan - posinf - neginf
+    m2 = m2 if not m2 < 0.0 else 0.0  # clamp(min=0), NaN kept
+    some = n > 0
+    return {
+        "count": count,
+        "nan_count": nan,
+        "posinf_count": posinf,
+        "neginf_count": neginf,
+        "zero_count": zero,
+        "min": vmin if some else math.nan,
+        "max": vmax if some else math.nan,
+        "mean": mean if some else math.nan,
+        "std": math.sqrt(m2 / max(n - 1, 1)) if n >= 2 else math.nan,
+        "absmax": max(abs(vmin), abs(vmax)) if some else math.nan,
+        "l2": math.sqrt(m2 + n * (mean * mean)),
+    }
+
+
+def tensor_fields(c: np.ndarray, m: np.ndarray) -> dict[str, np.ndarray]:
+    """The TensorStats fields of raw rows on the host (counts [..., 5] int64, moments [..., 4] float64): the
+    operations of the device fields in float64. `to_dict` and the probe's records both derive them here."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        n = c[..., 0] - c[..., 1] - c[..., 2] - c[..., 3]
+        some = n > 0
+        nf = n.astype(np.float64)
+        m2 = np.maximum(m[..., 3], 0.0)
+        out = {f: c[..., i] for i, f in enumerate(COUNT_FIELDS)}
+        out["min"] = np.where(some, m[..., 0], np.nan)
+        out["max"] = np.where(some, m[..., 1], np.nan)
+        out["mean"] = np.where(some, m[..., 2], np.nan)
+        out["std"] = np.where(nf >= 2, np.sqrt(m2 / np.maximum(nf - 1, 1.0)), np.nan)
+        out["absmax"] = np.where(some, np.maximum(np.abs(m[..., 0]), np.abs(m[..., 1])), np.nan)
+        out["l2"] = np.sqrt(m2 + nf * (m[..., 2] * m[..., 2]))
+        return out
+
+
 class _Stats:
-    """Shared behaviour: lazily derived device-side fields, one-sync `to_dict()`."""
+    """Shared behaviour: lazily derived device-side fields; `to_dict()` reads the raw accumulators once
+    (`host_arrays`) and derives the fields on the host with the same float64 operations as the device
+    fields (IEEE: the same numbers), instead of one small device op per field."""
 
     _fields: tuple[str, ...] = ()
     _int_fields: tuple[str, ...] = ()
 
-    def _stacked(self) -> torch.Tensor:
-        return torch.stack([getattr(self, f).to(torch.float64) for f in self._fields], dim=-1)
-
     def to_dict(self) -> dict:
         """Plain Python numbers (lists for per-row / multi-tensor results); exactly one host sync."""
-        values = self._stacked().cpu().tolist()  # the one sync
-
-        def row(vals):
-            return {f: (int(v) if f in self._int_fields else float(v)) for f, v in zip(self._fields, vals)}
-
-        if self._stacked_dim() == 0:
-            return row(values)
-        cols = list(zip(*values)) if values else [()] * len(self._fields)
-        return {
-            f: [int(v) for v in col] if f in self._int_fields else [float(v) for v in col]
-            for f, col in zip(self._fields, cols)
-        }
-
-    def _stacked_dim(self) -> int:
-        return getattr(self, self._fields[0]).dim()
+        raise NotImplementedError
 
     @property
     def shape(self) -> torch.Size:
@@ -168,6 +210,14 @@ class TensorStats(_Stats):
     @property
     def raw(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.counts, self.moments
+
+    def to_dict(self) -> dict:
+        """Plain Python numbers (lists for per-row / multi-tensor results); exactly one host sync."""
+        c, m = host_arrays(self.counts, self.moments)
+        if c.ndim == 1:
+            return _scalar_fields(c.tolist(), m.tolist())
+        fields = tensor_fields(c, m)
+        return {f: fields[f].tolist() for f in self._fields}
 
     count = property(lambda self: self.counts[..., 0])
     nan_count = property(lambda self: self.counts[..., 1])
@@ -233,6 +283,12 @@ class PairStats(_Stats):
             )
         self.raw = raw
 
+    def to_dict(self) -> dict:
+        """Plain Python numbers (lists for per-row results); exactly one host sync."""
+        (r,) = host_arrays(self.raw)
+        fields = pair_fields(r)
+        return {f: fields[f].tolist() for f in self._fields}
+
     @property
     def n(self) -> torch.Tensor:
         return self.raw[..., 0]
@@ -259,6 +315,17 @@ class PairStats(_Stats):
 
     def __getitem__(self, idx) -> PairStats:
         return PairStats(self.raw[idx])
+
+
+def pair_fields(r: np.ndarray) -> dict[str, np.ndarray]:
+    """The PairStats fields of raw pair rows [..., 6] on the host (the device fields' float64 operations)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return {
+            "cos": r[..., 1] / (np.sqrt(r[..., 2]) * np.sqrt(r[..., 3])),
+            "norm_ratio": np.sqrt(r[..., 2] / r[..., 3]),
+            "mse": r[..., 4] / r[..., 0],
+            "max_abs_diff": np.where(r[..., 0] > 0, r[..., 5], np.nan),
+        }
 
 
 def empty_pair_raw(shape=(), device=None) -> torch.Tensor:

@@ -21,8 +21,9 @@ it contributes nothing even where its tensor holds Inf or NaN (0 * inf would oth
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 
@@ -54,14 +55,20 @@ class StepCoeffs:
     ph: tuple[float, ...] = field(default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "ph", tuple(float(v) for v in self.ph))
-        if len(self.ph) > MAX_HISTORY:
-            raise ValueError(f"at most {MAX_HISTORY} history terms are supported; got {len(self.ph)}")
-        for f in fields(self):
-            vals = getattr(self, f.name)
-            for v in vals if isinstance(vals, tuple) else (vals,):
+        ph = tuple(self.ph)
+        if len(ph) > MAX_HISTORY:
+            raise ValueError(f"at most {MAX_HISTORY} history terms are supported; got {len(ph)}")
+        vec = (self.cx, self.co, self.cn, self.ex, self.eo, self.e0, self.en, self.px, self.p0, self.pe, self.pn, *ph)
+        # fast path: finite Python floats (v - v is 0.0 exactly when v is finite); else check each, by name
+        if not all(type(v) is float and v - v == 0.0 for v in vec):
+            names = COEFF_FIELDS[: len(COEFF_FIELDS) - MAX_HISTORY] + tuple(f"ph[{k}]" for k in range(len(ph)))
+            for name, v in zip(names, vec):
                 if not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise ValueError(f"step coefficient {f.name}={v!r} must be a finite number")
+                    raise ValueError(f"step coefficient {name}={v!r} must be a finite number")
+            vec = tuple(float(v) for v in vec)
+        object.__setattr__(self, "ph", vec[len(COEFF_FIELDS) - MAX_HISTORY :])
+        # made once: read at every step (history padded with zeros)
+        object.__setattr__(self, "_vector", vec + (0.0,) * (MAX_HISTORY - len(ph)))
 
     @classmethod
     def from_prediction(
@@ -97,8 +104,7 @@ class StepCoeffs:
 
     def vector(self) -> tuple[float, ...]:
         """The coefficients in `COEFF_FIELDS` order (history padded with zeros): what kernels receive."""
-        ah = self.ph + (0.0,) * (MAX_HISTORY - len(self.ph))
-        return (self.cx, self.co, self.cn, self.ex, self.eo, self.e0, self.en, self.px, self.p0, self.pe, self.pn) + ah
+        return self._vector
 
 
 @dataclass
@@ -206,10 +212,17 @@ class DynamicThreshold:
             raise ValueError(f"dynamic thresholding max_value must be > 0; got {self.max_value}")
 
 
+@functools.lru_cache(maxsize=64)
+def _symmetric_clip(c: float) -> ClipRange:
+    return ClipRange(-c, c)
+
+
 def normalize_clip(clip) -> ClipRange | DynamicThreshold | None:
     """None | c (-> [-c, c]) | (lo, hi) | ClipRange | DynamicThreshold."""
     if clip is None or isinstance(clip, (ClipRange, DynamicThreshold)):
         return clip
+    if type(clip) is float and clip > 0:  # the common case in a sampling loop: made once per value
+        return _symmetric_clip(clip)
     if isinstance(clip, bool):
         raise ValueError("clip=True is ambiguous; pass a range, e.g. clip=1.0 or clip=(-1.0, 1.0)")
     if isinstance(clip, (int, float)):
@@ -224,17 +237,50 @@ def normalize_clip(clip) -> ClipRange | DynamicThreshold | None:
     )
 
 
-@dataclass
 class StepResult:
     """What `fused_step` returns. Tensors stay on the sample's device; nothing has synced the host.
 
     prev_sample: x' (dtype of x). pred_x0: the clipped x0 when asked for, else None.
     clipped: int64 0-d count of x0 elements the clip changed. stats / x0_stats: `TensorStats` of the
-    stored x' and x0c when `stats=True`, else None.
+    stored x' and x0c when `stats=True`, else None (made when first read, from the kernel's raw rows).
     """
 
-    prev_sample: torch.Tensor
-    pred_x0: torch.Tensor | None
-    clipped: torch.Tensor
-    stats: object | None = None
-    x0_stats: object | None = None
+    __slots__ = ("prev_sample", "pred_x0", "clipped", "_raw", "_stats", "_x0_stats")
+
+    def __init__(self, prev_sample, pred_x0, clipped, stats=None, x0_stats=None, *, raw=None):
+        self.prev_sample = prev_sample
+        self.pred_x0 = pred_x0
+        self.clipped = clipped
+        self._stats, self._x0_stats = stats, x0_stats
+        self._raw = raw  # (counts [2, 5], moments [2, 4]): rows x', x0
+
+    def _from_raw(self, row: int):
+        from .stats import TensorStats
+
+        return TensorStats(self._raw[0][row], self._raw[1][row])
+
+    @property
+    def stats(self):
+        if self._stats is None and self._raw is not None:
+            self._stats = self._from_raw(0)
+        return self._stats
+
+    @stats.setter
+    def stats(self, value) -> None:
+        self._stats = value
+
+    @property
+    def x0_stats(self):
+        if self._x0_stats is None and self._raw is not None:
+            self._x0_stats = self._from_raw(1)
+        return self._x0_stats
+
+    @x0_stats.setter
+    def x0_stats(self, value) -> None:
+        self._x0_stats = value
+
+    def __repr__(self) -> str:
+        return (
+            f"StepResult(prev_sample={self.prev_sample!r}, pred_x0={self.pred_x0!r}, clipped={self.clipped!r}, "
+            f"stats={self.stats!r}, x0_stats={self.x0_stats!r})"
+        )

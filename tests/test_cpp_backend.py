@@ -393,7 +393,7 @@ def test_coefficient_table_index_out_of_range_is_an_index_error():
 
 def test_without_the_extension_auto_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setitem(sys.modules, "fastdiff._cpu", None)  # import fails as if never built
-    kernels._import_status.cache_clear()
+    kernels.clear_caches()
     monkeypatch.setattr(kernels, "_warned", set())
     try:
         assert "cpp" not in fd.available_backends()
@@ -404,7 +404,7 @@ def test_without_the_extension_auto_falls_back_with_one_warning(monkeypatch):
             fd.tensor_stats(torch.arange(4.0), backend="cpp")
     finally:
         monkeypatch.undo()
-        kernels._import_status.cache_clear()
+        kernels.clear_caches()
     assert "cpp" in fd.available_backends()
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from . import latency
 from .report import headline_table
 
 TABLE_FILE = "README-table.md"
@@ -63,6 +64,15 @@ def render(results_dir: str) -> str:
         copy = doc.get("copy_bandwidth")
         if copy:
             lines += ["", f"Copy bandwidth measured in the same run: {copy['gbps']:.1f} GB/s."]
+        small = latency.table(doc["rows"])
+        if small:
+            lines += [
+                "",
+                "At the sizes people sample (same run; per step of a 20-step loop without a model, "
+                "`scale_model_input` + `step`; ratio = diffusers / fastdiff time, above 1 is faster):",
+                "",
+                small,
+            ]
     if "cpu" not in kinds:
         lines += ["", "**CPU**: unmeasured (no committed CPU results)."]
     if "cuda" not in kinds:

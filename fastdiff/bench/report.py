@@ -122,7 +122,7 @@ def headlines(rows: list[dict]) -> list[dict]:
 
 def headline_table(result: dict) -> str:
     lines = [
-        "| ratio | size, dtype | fastdiff ms | other ms | ratio | issue-5 target |",
+        "| ratio | size, dtype | fastdiff ms | other ms | ratio | target |",
         "|---|---|---:|---:|---:|---|",
     ]
     for h in result.get("headlines", []):
@@ -155,6 +155,12 @@ def _suite_notes(result: dict) -> list[str]:
     ]
 
 
+def _latency_table(result: dict) -> str:
+    from .latency import table  # the latency suite renders its own summary (per shape, per scheduler)
+
+    return table(result.get("rows", []))
+
+
 def terminal_report(result: dict) -> str:
     copy = result.get("copy_bandwidth") or {}
     lines = []
@@ -164,6 +170,9 @@ def terminal_report(result: dict) -> str:
         lines += ["", f"copy bandwidth (out.copy_(x), {copy['numel']:,} {copy['dtype']}): {copy['gbps']:.2f} GB/s"]
     if result.get("headlines"):
         lines += ["", "## headline ratios", headline_table(result)]
+    small = _latency_table(result)
+    if small:
+        lines += ["", "## at the sizes people sample", small]
     lines += ["", "suites:", *_suite_notes(result)]
     return "\n".join(lines)
 
@@ -204,6 +213,9 @@ def markdown_report(result: dict) -> str:
         lines += [f"Copy bandwidth (`out.copy_(x)`, {copy['numel']:,} {copy['dtype']}): {copy['gbps']:.2f} GB/s", ""]
     if result.get("headlines"):
         lines += ["## Headline ratios", "", headline_table(result), ""]
+    small = _latency_table(result)
+    if small:
+        lines += ["## At the sizes people sample (latency suite)", "", small, ""]
     lines += ["## Suites", "", *_suite_notes(result)]
     for heading, table in sections(result):
         lines += ["", f"### {heading}", "", table]

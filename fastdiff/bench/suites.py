@@ -101,6 +101,12 @@ SUITES: dict[str, Suite] = {
             ("fastdiff.bench.probe",),
         ),
         Suite(
+            "latency",
+            "the sizes people sample (SD 1.5, SDXL, Flux tokens, video): scheduler loops per step, fused_step "
+            "host overhead, sample() per step, stats read on the host",
+            ("fastdiff.bench.latency",),
+        ),
+        Suite(
             "schedulers",
             "drop-in diffusers schedulers (Fast*Scheduler.step) vs diffusers",
             ("fastdiff.bench.schedulers",),

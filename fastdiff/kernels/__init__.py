@@ -7,7 +7,8 @@ Each backend module implements the same five functions over already-validated in
     multi_tensor_stats(xs: list[Tensor]) -> (counts [len, 5], moments [len, 4])
     update_stats(params, snapshot) -> (counts [2P, 5], moments [2P, 4]): params, then params - s; then
         s = params (the probe's watch; s: the runs of one contiguous snapshot, at memory.aligned_runs offsets)
-    fused_step(launch: StepLaunch) -> (clipped int64 0-d, prev raw stats | None, x0 raw stats | None)
+    fused_step(launch: StepLaunch) -> (clipped int64 0-d, raw | None): raw = (counts [2, 5], moments [2, 4]),
+        the raw stats of x' (row 0) and x0 (row 1)
 
 (raw layouts: `fastdiff.stats`; `StepLaunch`: `fastdiff.kernels.launch`). Optional: `supports_philox = True`
 and `philox_normal(shape, seed, offset, dtype=, device=)` for a backend that draws `PhiloxNoise` in its kernel;
@@ -103,8 +104,28 @@ def available_backends() -> list[str]:
 _warned: set[str] = set()
 
 
+_resolved: dict = {}
+
+
+def clear_caches() -> None:
+    """Forget what was found about the backends (after the environment changed, e.g. in tests)."""
+    _import_status.cache_clear()
+    _resolved.clear()
+
+
 def resolve(backend: str, device: torch.device):
-    """The backend module to run for a tensor on `device`; RuntimeError saying why if unavailable."""
+    """The backend module to run for a tensor on `device`; RuntimeError saying why if unavailable.
+
+    Answers are remembered per (backend, device): this runs once per kernel call (`clear_caches` forgets).
+    """
+    key = (backend, device)
+    impl = _resolved.get(key)
+    if impl is None:
+        impl = _resolved[key] = _resolve(backend, device)
+    return impl
+
+
+def _resolve(backend: str, device: torch.device):
     if backend == "auto":
         device = torch.device(device)
         preferred = "triton" if device.type == "cuda" else "cpp" if device.type == "cpu" else "torch"

@@ -91,12 +91,20 @@ def _raw_rows(xs: list[torch.Tensor], rows: list[int], out: torch.Tensor | None 
     return table
 
 
+def result_spec(t: torch.Tensor, rows: int, cols: int) -> tuple:
+    """The view spec of a fresh contiguous result tensor as [rows, cols] (arithmetic: no view is made)."""
+    return (t.data_ptr(), t.numel() * t.element_size(), DTYPE_CODES[t.dtype], 0, (rows, cols), (cols, 1))
+
+
 def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if not _native(x):  # e.g. uint16 or float8: the torch backend reads them as float64
         return torch_backend.tensor_stats(x, per_sample)
     x = _readable(x)
-    counts, moments = split_raw_rows(_raw_rows([x], [x.shape[0]] if per_sample else [1]))
-    return (counts, moments) if per_sample else (counts[0], moments[0])
+    rows = x.shape[0] if per_sample else 1
+    counts = torch.empty((rows, 5) if per_sample else (5,), dtype=torch.int64)
+    moments = torch.empty((rows, 4) if per_sample else (4,), dtype=torch.float64)
+    _cpu.tensor_stats([view_spec(x)], [rows], result_spec(counts, rows, 5), result_spec(moments, rows, 4), threads())
+    return counts, moments
 
 
 def tensor_stats_into(x: torch.Tensor, per_sample: bool, out: torch.Tensor) -> None:
@@ -134,7 +142,8 @@ def update_stats(params: list[torch.Tensor], snapshot: torch.Tensor) -> tuple[to
         raise ValueError(f"the snapshot must hold {total} elements (memory.aligned_runs); got {snapshot.numel()}")
     table = torch.empty(2 * len(params), RAW_WORDS, dtype=torch.int64)
     counts, moments = split_raw_rows(table)
-    specs = [view_spec(_readable(p)) for p in params]
+    readable = [_readable(p) for p in params]  # held until the call returns (a spec holds a raw pointer)
+    specs = [view_spec(p) for p in readable]
     _cpu.update_stats(specs, view_spec(snapshot), offsets, view_spec(counts), view_spec(moments), threads())
     return counts, moments
 
@@ -166,51 +175,47 @@ def provably_non_overlapping(t: torch.Tensor) -> bool:
 
 def _writable(t: torch.Tensor | None) -> torch.Tensor | None:
     """t itself, or a contiguous stand-in (copied back after the call) for a layout C++ refuses to write."""
-    if t is None or provably_non_overlapping(t):
+    if t is None or t.is_contiguous() or provably_non_overlapping(t):
         return t
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
 def fused_step(L: StepLaunch):
     prev, x0 = _writable(L.prev_out), _writable(L.x0_out)
-    x, o = _readable(L.x), _readable(L.out)
-    u = _readable(L.uncond) if L.uncond is not None else None
-    z = _readable(L.noise) if L.noise is not None else None
-    history = [_readable(h) for h in L.history]
-
     clip_mode = L.clip_mode
     lo = -math.inf if L.clip_lo is None else float(L.clip_lo)
     hi = math.inf if L.clip_hi is None else float(L.clip_hi)
-    clipped = torch.zeros(1, 1, dtype=torch.int64)
+    clipped = torch.empty((), dtype=torch.int64)  # always written
     counts = torch.empty(2, 5, dtype=torch.int64)
     moments = torch.empty(2, 4, dtype=torch.float64)
+    # resolved copies of negative views are held here until the call returns (a spec holds a raw pointer)
+    x, out, u, z = _readable(L.x), _readable(L.out), L.uncond, L.noise
+    u, z = (None if u is None else _readable(u)), (None if z is None else _readable(z))
+    history = [_readable(h) for h in L.history]
     _cpu.fused_step(
         view_spec(x),
-        view_spec(o),
+        view_spec(out),
         None if u is None else view_spec(u),
         None if z is None else view_spec(z),
         [view_spec(h) for h in history],
-        [] if L.coeffs is None else [float(c) for c in L.coeffs],
+        [] if L.coeffs is None else L.coeffs,
         None if L.table is None else view_spec(L.table),
         None if L.table_index is None else view_spec(L.table_index),
-        float(L.guidance),
+        L.guidance,
         clip_mode,
         lo,
         hi,
         None if L.threshold_scale is None else view_spec(L.threshold_scale),
         view_spec(prev),
         None if x0 is None else view_spec(x0),
-        bool(L.want_stats),
-        view_spec(clipped),
-        view_spec(counts),
-        view_spec(moments),
+        L.want_stats,
+        result_spec(clipped, 1, 1),
+        result_spec(counts, 2, 5),
+        result_spec(moments, 2, 4),
         threads(),
     )
     if prev is not L.prev_out:
         L.prev_out.copy_(prev)
     if x0 is not L.x0_out:
         L.x0_out.copy_(x0)
-    clipped = clipped.reshape(())
-    if not L.want_stats:
-        return clipped, None, None
-    return clipped, (counts[0], moments[0]), (counts[1], moments[1])
+    return clipped, ((counts, moments) if L.want_stats else None)

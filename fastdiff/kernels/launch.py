@@ -7,37 +7,45 @@ it and writes `prev_out` (and `x0_out`). All tensors share x's shape, dtype and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..step import MAX_HISTORY
 
 
-@dataclass
 class StepLaunch:
-    x: torch.Tensor
-    out: torch.Tensor  # model output (the conditional one under CFG)
-    uncond: torch.Tensor | None  # CFG: o = uncond + guidance (out - uncond)
-    guidance: float
-    noise: torch.Tensor | None  # z; None when no term uses it
-    history: tuple[torch.Tensor, ...]  # h_k, at most MAX_HISTORY
-    # coefficients (step.COEFF_FIELDS order): a tuple of floats, or None with `table`/`table_index`
-    coeffs: tuple[float, ...] | None
-    table: torch.Tensor | None
-    table_index: torch.Tensor | None
-    # clipping: static bounds (None = unbounded), or a per-sample dynamic threshold s_b
-    clip_lo: float | None
-    clip_hi: float | None
-    threshold_scale: torch.Tensor | None
-    prev_out: torch.Tensor
-    x0_out: torch.Tensor | None
-    want_stats: bool
-    philox: object | None = None  # fastdiff.step.PhiloxNoise: draw z in the kernel (then noise is None)
+    """A validated step (a plain class with slots: built once per step on the hot path)."""
 
-    def __post_init__(self):
-        assert len(self.history) <= MAX_HISTORY
-        assert (self.coeffs is None) != (self.table is None)
+    __slots__ = (
+        "x", "out", "uncond", "guidance", "noise", "history", "coeffs", "table", "table_index", "clip_lo",
+        "clip_hi", "threshold_scale", "prev_out", "x0_out", "want_stats", "philox",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        out: torch.Tensor,  # model output (the conditional one under CFG)
+        uncond: torch.Tensor | None,  # CFG: o = uncond + guidance (out - uncond)
+        guidance: float,
+        noise: torch.Tensor | None,  # z; None when no term uses it
+        history: tuple[torch.Tensor, ...],  # h_k, at most MAX_HISTORY
+        # coefficients (step.COEFF_FIELDS order): a tuple of floats, or None with `table`/`table_index`
+        coeffs: tuple[float, ...] | None,
+        table: torch.Tensor | None,
+        table_index: torch.Tensor | None,
+        # clipping: static bounds (None = unbounded), or a per-sample dynamic threshold s_b
+        clip_lo: float | None,
+        clip_hi: float | None,
+        threshold_scale: torch.Tensor | None,
+        prev_out: torch.Tensor,
+        x0_out: torch.Tensor | None,
+        want_stats: bool,
+        philox: object | None = None,  # fastdiff.step.PhiloxNoise: draw z in the kernel (then noise is None)
+    ):
+        assert len(history) <= MAX_HISTORY and (coeffs is None) != (table is None)
+        self.x, self.out, self.uncond, self.guidance, self.noise = x, out, uncond, guidance, noise
+        self.history, self.coeffs, self.table, self.table_index = history, coeffs, table, table_index
+        self.clip_lo, self.clip_hi, self.threshold_scale = clip_lo, clip_hi, threshold_scale
+        self.prev_out, self.x0_out, self.want_stats, self.philox = prev_out, x0_out, want_stats, philox
 
     @property
     def clip_mode(self) -> int:

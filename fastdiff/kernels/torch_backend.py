@@ -245,5 +245,6 @@ def fused_step(L: StepLaunch):
     if L.x0_out is not None:
         L.x0_out.copy_(x0_stored)
     if not L.want_stats:
-        return clipped, None, None
-    return clipped, _raw_whole(L.prev_out), _raw_whole(x0_stored)
+        return clipped, None
+    (pc, pm), (xc, xm) = _raw_whole(L.prev_out), _raw_whole(x0_stored)
+    return clipped, (torch.stack([pc, xc]), torch.stack([pm, xm]))

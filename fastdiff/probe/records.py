@@ -30,11 +30,11 @@ from ..stats import (
     COUNT_FIELDS,
     FLOAT_FIELDS,
     PAIR_FIELDS,
-    PairStats,
-    TensorStats,
     merge_pair_raw,
+    pair_fields,
     reduce_raw,
     split_raw_rows,
+    tensor_fields,
     write_raw_rows,
 )
 from .buffer import PAIR_WORDS, TENSOR_WORDS, Part
@@ -183,14 +183,14 @@ def _tensor_merge(rows: torch.Tensor) -> torch.Tensor:  # [m, G, 9] -> [G, 9]
 
 def _tensor_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Count fields int64 [R, 5] and float fields float64 [R, 6] of raw tensor rows [R, 9]."""
-    stats = TensorStats(*split_raw_rows(rows))
-    floats = torch.stack([getattr(stats, f) for f in FLOAT_FIELDS], dim=1)
-    return stats.counts.numpy(), floats.numpy()
+    counts, moments = (t.numpy() for t in split_raw_rows(rows))
+    fields = tensor_fields(counts, moments)  # as TensorStats.to_dict derives them: the same numbers
+    return counts, np.stack([fields[f] for f in FLOAT_FIELDS], axis=1)
 
 
 def _pair_columns(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    stats = PairStats(rows)
-    return np.empty((rows.shape[0], 0), np.int64), torch.stack([getattr(stats, f) for f in PAIR_FIELDS], dim=1).numpy()
+    fields = pair_fields(rows.numpy())
+    return np.empty((rows.shape[0], 0), np.int64), np.stack([fields[f] for f in PAIR_FIELDS], axis=1)
 
 
 def _hist(words: np.ndarray, offset: int, hist_offset: int, bins: int) -> dict:

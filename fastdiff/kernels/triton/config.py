@@ -58,7 +58,11 @@ STEP_TILE = {
 # strided views: one element per load, int32 unravelling of the index
 STATS_SCALAR_TILE = Tile(sub=8, vec=1, num_warps=8)
 PAIR_SCALAR_TILE = Tile(sub=4, vec=1, num_warps=8)
-STEP_SCALAR_TILE = Tile(sub=4, vec=1, num_warps=4)
+STEP_SCALAR_TILE = {
+    4: Tile(sub=4, vec=1, num_warps=4),
+    2: Tile(sub=4, vec=1, num_warps=4),
+    8: Tile(sub=2, vec=1, num_warps=4),  # float64: four rows of two stats sets spill 8 B on sm_90
+}
 # per-sample stats of short rows (<= ROWS_MAX_INNER elements): ROWS rows per program, COLS columns of each
 # per iteration ([1, ROWS, COLS] tiles: "thread" t of the moments code is row t); final rows, no merge
 ROWS = 16
@@ -87,7 +91,8 @@ def pair_tile(vector: bool = True) -> Tile:
 
 
 def step_tile(element_size: int, vector: bool = True) -> Tile:
-    return _override.get("step", STEP_TILE.get(element_size, STEP_TILE[4]) if vector else STEP_SCALAR_TILE)
+    tiles = STEP_TILE if vector else STEP_SCALAR_TILE
+    return _override.get("step", tiles.get(element_size, tiles[4]))
 
 
 @cache

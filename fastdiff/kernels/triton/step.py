@@ -326,7 +326,8 @@ def _strides(t: torch.Tensor) -> tuple[int, ...]:
 
 
 def fused_step(L: StepLaunch, philox=None):
-    """Run the step of `L` (outputs written in place); returns (clipped, prev raw | None, x0 raw | None).
+    """Run the step of `L` (outputs written in place); returns (clipped, raw | None): raw = (counts [2, 5],
+    moments [2, 4]), rows x' and x0.
 
     philox: a fastdiff.step.PhiloxNoise to draw z from in the kernel (then L.noise is None).
     """
@@ -335,11 +336,7 @@ def fused_step(L: StepLaunch, philox=None):
     want_stats = L.want_stats
     if x.numel() == 0:
         clipped = torch.zeros((), dtype=torch.int64, device=device)
-        return (
-            clipped,
-            (empty_raw(device=device) if want_stats else None),
-            (empty_raw(device=device) if want_stats else None),
-        )
+        return clipped, (empty_raw((2,), device=device) if want_stats else None)
 
     ops = {"p": L.prev_out, "x": x, "o": L.out}
     if L.uncond is not None:
@@ -370,7 +367,9 @@ def fused_step(L: StepLaunch, philox=None):
                 ops[name] = t.contiguous()
         strides = [_strides(t) for t in ops.values()] + ([row_major_strides(shape)] if philox is not None else [])
         p = plan(shape, strides, keep_rows=keep_rows, reorder=True, min_row=tile.size)
-    if not p.contiguous:  # strided: one element per load, int32 unravelling
+    layout = layout_kind(p, list(ops.values()), tile.vec)
+    if layout < 2:  # strided or misaligned rows: one element per load (per-element addresses of ten operands
+        # in VEC-wide tiles spill); strided views unravel the index in int32
         tile = config.step_tile(x.element_size(), vector=False)
     names = list(ops)
     st = {name: p.strides[i] for i, name in enumerate(names)}
@@ -437,7 +436,7 @@ def fused_step(L: StepLaunch, philox=None):
         int(off_is_ptr),
         CT=tl.float64 if x.dtype == torch.float64 else tl.float32,
         STATS=want_stats,
-        LAYOUT=layout_kind(p, list(ops.values()), tile.vec),
+        LAYOUT=layout,
         PHILOX=philox is not None,
         EMULATE_RTNE=device.type == "cpu",
         SUB=tile.sub,
@@ -450,12 +449,12 @@ def fused_step(L: StepLaunch, philox=None):
 
     if want_stats:
         if P == 1:
-            counts, moments, clipped = counts_p, moments_p, (clipped_p[0] if clipped_p is not None else None)
+            raw, clipped = (counts_p, moments_p), (clipped_p[0] if clipped_p is not None else None)
         else:
             counts, moments, clipped = merge(counts_p, moments_p, 2, P, 1, extra=clipped_p)
-        prev_raw, x0_raw = (counts[0], moments[0]), (counts[1], moments[1])
+            raw = counts, moments
     else:
-        prev_raw = x0_raw = None
+        raw = None
         if clipped_p is None:
             clipped = None
         elif P == 1:
@@ -464,4 +463,4 @@ def fused_step(L: StepLaunch, philox=None):
             clipped = clipped_p.sum()
     if clipped is None:
         clipped = torch.zeros((), dtype=torch.int64, device=device)
-    return clipped, prev_raw, x0_raw
+    return clipped, raw
