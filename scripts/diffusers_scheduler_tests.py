@@ -31,7 +31,26 @@ from pathlib import Path
 
 TEST_FILES = tuple(
     f"tests/schedulers/test_scheduler_{name}.py"
-    for name in ("ddim", "ddpm", "euler", "euler_ancestral", "heun", "dpm_multi", "unipc")
+    for name in (
+        "ddim",
+        "ddpm",
+        "euler",
+        "euler_ancestral",
+        "heun",
+        "dpm_multi",
+        "unipc",
+        "pndm",
+        "lms",
+        "dpm_sde",
+        "kdpm2_discrete",
+        "kdpm2_ancestral",
+        "lcm",
+        "tcd",
+        "deis",
+        "dpm_single",
+        "edm_euler",
+        "edm_dpmsolver_multistep",
+    )
 )
 PLUGIN = Path(__file__).stem
 
@@ -83,6 +102,8 @@ def run_suite(tests_root: Path, files: tuple[str, ...], *, swapped: bool, log: P
     """One pytest run over `files`; {test id: passed | failed | error | skipped}."""
     junit = log.with_suffix(".xml")
     cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"]
+    # the copy's own root: test ids (junit class names) are then "tests.schedulers...", whatever folders lie above
+    cmd += [f"--rootdir={tests_root}"]
     cmd += ["-W", "ignore::DeprecationWarning"]
     env = dict(os.environ)
     if swapped:
@@ -155,10 +176,19 @@ def main(argv=None) -> int:
     parser.add_argument("checkout", nargs="?", default=os.environ.get("DIFFUSERS_CHECKOUT"), help="diffusers repo")
     parser.add_argument("--json", type=Path, help="write the counts and regressions here")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep the logs and junit files")
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME", help="these files only (pndm, lms, ...: test_scheduler_NAME)"
+    )
     args = parser.parse_args(argv)
     if not args.checkout:
         parser.error("give a diffusers checkout (argument or DIFFUSERS_CHECKOUT)")
-    report = compare(Path(args.checkout), keep=args.keep)
+    files = TEST_FILES
+    if args.only:
+        files = tuple(f"tests/schedulers/test_scheduler_{name}.py" for name in args.only)
+        unknown = sorted(set(files) - set(TEST_FILES))
+        if unknown:
+            parser.error(f"not a drop-in's test file: {', '.join(unknown)}")
+    report = compare(Path(args.checkout), files, keep=args.keep)
     versions = f"diffusers {report['diffusers_version']}, tests of a checkout at {report['checkout_version']}"
     print(f"{versions}: passed / collected")
     print(f"{'file':<48} {'diffusers':>10} {'fastdiff':>10}")

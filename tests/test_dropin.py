@@ -123,10 +123,11 @@ def _step_kw(sched, step_kw, gen):
     return kw
 
 
-def compare(parent_cls, config, n, x_T, seed, step_kw=None, set_kw=None, model=fake_model):
+def compare(parent_cls, config, n, x_T, seed, step_kw=None, set_kw=None, model=fake_model, hook=None):
     """Lockstep: at every step both schedulers get the same sample (the parent's trajectory) and the same model
     output; scale_model_input and every step output must agree. Their own state (step index, history, Heun's
-    stage, generators seeded alike) evolves separately over the whole loop. Where the parent raises, so does it."""
+    stage, generators seeded alike) evolves separately over the whole loop. Where the parent raises, so does it.
+    `hook(i, x)`: the sample both get next, from the parent's result (a callback changing the latents)."""
     parent = parent_cls(**config)
     fast = fdd.fast_scheduler(parent)  # (a fresh scheduler with the parent's config)
     assert type(fast).__name__ == "Fast" + parent_cls.__name__ and isinstance(fast, parent_cls)
@@ -176,7 +177,7 @@ def compare(parent_cls, config, n, x_T, seed, step_kw=None, set_kw=None, model=f
             err_parent = (want.prev_sample.double() - e).abs().max()
             assert err_fast <= err_parent, f"step {i}: {err_fast:.3g} from the float64 result, parent {err_parent:.3g}"
         assert fast.step_index == parent.step_index if hasattr(parent, "step_index") else True
-        x = want.prev_sample
+        x = want.prev_sample if hook is None else hook(i, want.prev_sample)
     assert fast.last_step_stats is not None
     return fast
 
@@ -585,8 +586,8 @@ def test_fast_scheduler_conversion_and_config():
     assert isinstance(fdd.FastDDIMScheduler.from_config(s.config), fdd.FastDDIMScheduler)
     assert fdd.FastDDIMScheduler.from_config(s.config).config.clip_sample_range == 0.7
     assert isinstance(fdd.fast_scheduler(f), fdd.FastDDIMScheduler)
-    with pytest.raises(TypeError, match="LMSDiscreteScheduler.*supported: DDPMScheduler, DDIMScheduler"):
-        fdd.fast_scheduler(diffusers.LMSDiscreteScheduler())
+    with pytest.raises(TypeError, match="IPNDMScheduler.*supported: DDPMScheduler, DDIMScheduler"):
+        fdd.fast_scheduler(diffusers.IPNDMScheduler())
     with pytest.raises(TypeError, match="supported"):
         fdd.fast_scheduler(object())
 

@@ -83,10 +83,20 @@ def test_retrieve_timesteps_custom_schedules(parent_cls, kw):
 # 2. saved as the parent (pipelines: tests/test_dropin_pipelines.py)
 
 
+SAVED_OPTIONS = {  # a non-default option to save, where the parent has no steps_offset
+    diffusers.FlowMatchEulerDiscreteScheduler: dict(shift=3.0),
+    diffusers.DPMSolverSinglestepScheduler: dict(solver_order=3),
+    diffusers.EDMEulerScheduler: dict(rho=5.0),
+    diffusers.EDMDPMSolverMultistepScheduler: dict(rho=5.0),
+    # (unseeded, its Brownian tree differs from run to run)
+    diffusers.DPMSolverSDEScheduler: dict(steps_offset=1, noise_sampler_seed=0),
+}
+
+
 @pytest.mark.parametrize("fast_cls", FAST_CLASSES, ids=ids)
 def test_saved_config_loads_as_parent_and_back(fast_cls, tmp_path):
     parent_cls = fast_cls._parent
-    kw = dict(shift=3.0) if parent_cls is diffusers.FlowMatchEulerDiscreteScheduler else dict(steps_offset=1)
+    kw = SAVED_OPTIONS.get(parent_cls, dict(steps_offset=1))
     fast = fast_cls(**kw)
     fast.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "scheduler_config.json").read_text())

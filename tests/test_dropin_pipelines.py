@@ -6,7 +6,8 @@ float64 (the pipeline's weights and latents in float64, the same noise: `same_no
 Fast* scheduler in float32. The Fast* latents must lie within max(1e-5, 2 x the parent's own float32 error) of
 the float64 run (API.md section 2), relative to the latents' magnitude. Covered: DDPM, DDIM, Stable Diffusion
 txt2img / img2img (a start part-way: set_begin_index) / inpaint (a 4-channel UNet: the latents are blended with
-the noised image after every step, between Heun's stages too), SDXL, SD3 and Flux (embeddings passed directly;
+the noised image after every step, between Heun's stages too; with PNDM, LMS, DPM-2 (a), DPM++ SDE, LCM, TCD,
+DEIS, singlestep DPM-Solver and the EDM schedulers as well), SDXL, SD3 and Flux (embeddings passed directly;
 Flux always passes custom sigmas), callbacks that change the latents between steps, custom `sigmas=` and
 `timesteps=`, and a pipeline saved with a Fast* scheduler: plain diffusers loads it, and back.
 """
@@ -283,8 +284,29 @@ def karras_family(**kw) -> list:
     ]
 
 
+def samplers_people_pick(**kw) -> list:
+    """The Fast* schedulers of the samplers people pick besides those (PNDM, LMS, DPM-2 (a), DPM++ SDE, LCM, TCD,
+    DEIS, singlestep DPM-Solver, EDM), configured as SD's scheduler is: PNDM as SD 1.x ships it (no PRK) and with
+    its PRK warm-up; the EDM ones with their own (VE) defaults."""
+    return [
+        diffusers.PNDMScheduler(**SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False, **kw),
+        diffusers.PNDMScheduler(**SD_BETAS, prediction_type="v_prediction", **kw),
+        diffusers.LMSDiscreteScheduler(**SD_BETAS, **kw),
+        diffusers.KDPM2DiscreteScheduler(**SD_BETAS, **kw),
+        diffusers.KDPM2AncestralDiscreteScheduler(**SD_BETAS, **kw),
+        diffusers.DPMSolverSDEScheduler(**SD_BETAS, use_karras_sigmas=True, noise_sampler_seed=3, **kw),
+        diffusers.LCMScheduler(**SD_BETAS, **kw),
+        diffusers.TCDScheduler(**SD_BETAS, **kw),
+        diffusers.DEISMultistepScheduler(**SD_BETAS, **kw),
+        diffusers.DPMSolverSinglestepScheduler(**{k: v for k, v in SD_BETAS.items() if k != "steps_offset"}, **kw),
+        diffusers.EDMEulerScheduler(**kw),
+        diffusers.EDMDPMSolverMultistepScheduler(**kw),
+    ]
+
+
 def sched_id(s) -> str:
     extra = "-sde" if s.config.get("algorithm_type", "").startswith("sde") else ""
+    extra += "-v" if s.config.get("prediction_type") == "v_prediction" else ""
     return type(s).__name__.replace("Scheduler", "") + extra + ("-karras" if s.config.get("use_karras_sigmas") else "")
 
 
@@ -306,9 +328,14 @@ def test_stable_diffusion(scheduler, tmp_path):
     assert_same_latents("sd", fresh(scheduler), tmp_path=tmp_path)
 
 
+@pytest.mark.parametrize("scheduler", samplers_people_pick(), ids=sched_id)
+def test_stable_diffusion_more_samplers(scheduler, tmp_path):
+    assert_same_latents("sd", fresh(scheduler), tmp_path=tmp_path)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sd_img2img", "sd_inpaint"])
-@pytest.mark.parametrize("scheduler", karras_family(), ids=sched_id)
+@pytest.mark.parametrize("scheduler", karras_family() + samplers_people_pick(), ids=sched_id)
 def test_stable_diffusion_img2img_inpaint(name, scheduler, tmp_path):
     assert_same_latents(name, fresh(scheduler), tmp_path=tmp_path)
 
@@ -378,6 +405,7 @@ def nudge(pipe, i, t, kwargs):
      ("sd", diffusers.DPMSolverMultistepScheduler(**SD_BETAS, solver_order=3)),
      ("sd", diffusers.UniPCMultistepScheduler(**SD_BETAS)),
      ("sd", diffusers.EulerAncestralDiscreteScheduler(**SD_BETAS)),
+     ("sd", diffusers.PNDMScheduler(**SD_BETAS)),  # between PRK's stages
      ("flux", diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True))],
     ids=lambda v: v if isinstance(v, str) else sched_id(v),
 )  # fmt: skip

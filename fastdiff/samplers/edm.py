@@ -56,11 +56,19 @@ def edm_euler_coeffs(
     sigma_data: float = 0.5,
     gamma: float = 0.0,
     s_noise: float = 1.0,
+    *,
+    output_is_x0: bool = False,
 ) -> StepCoeffs:
-    """One step of diffusers' EDMEulerScheduler.step: (churn), x0 = EDM map at sigma_hat, Euler to sigma_next."""
+    """One step of diffusers' EDMEulerScheduler.step: (churn), x0 = EDM map at sigma_hat, Euler to sigma_next.
+
+    `output_is_x0`: the model output is x0 itself (its step(pred_original_sample=...)), read as it is."""
     sigma_hat = float(sigma) * (1.0 + gamma)
     churn = math.sqrt(sigma_hat**2 - float(sigma) ** 2) * s_noise if gamma > 0 else 0.0
-    return euler_step(param.edm_precondition(prediction_type, sigma_hat, sigma_data), sigma_hat, sigma_next, churn)
+    if output_is_x0:
+        read = param.to_x0_eps("sample", 1.0, sigma_hat)
+    else:
+        read = param.edm_precondition(prediction_type, sigma_hat, sigma_data)
+    return euler_step(read, sigma_hat, sigma_next, churn)
 
 
 def _edm_step(coeffs: StepCoeffs, sigma: float, sigma_next: float, sigma_data: float, history=()) -> PlannedStep:

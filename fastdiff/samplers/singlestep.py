@@ -63,7 +63,8 @@ def singlestep_coeffs(
     """(a, w, n) with x_t = a x_s + sum_j w[j] m_j + n z for one singlestep update (module docstring).
 
     `points`: (alpha, sigma) of s_{k-1} (the group's start, where x_s was), ..., s_0 (this step), oldest first;
-    m_j the x0 predicted at points[j]. The order is len(points) (1 to 3). A step into sigma_t = 0 is x_t = m_0.
+    m_j the x0 predicted at points[j]. The order is len(points) (1 to 3). A step into sigma_t = 0 is x_t = m_0;
+    a first-order one over h = 0 (a repeated level) is x_t = x_s.
     """
     if solver_type not in SOLVER_TYPES:
         raise ValueError(f"solver_type={solver_type!r} is not supported; accepted: {', '.join(SOLVER_TYPES)}")
@@ -78,6 +79,10 @@ def singlestep_coeffs(
     lam_t = math.log(alpha_t) - math.log(sigma_t)
     alpha_s, sigma_s = points[0]
     h = lam_t - lam[0]
+    if h == 0.0:  # a repeated level (e.g. a final sigma_min after a Karras ladder): the zero-length step
+        if k != 1:
+            raise ValueError("a singlestep update over h = 0 is first order (its divided differences are 0 / 0)")
+        return sigma_t / sigma_s, (0.0,), 0.0
     em1 = math.expm1(-h)  # e^{-h} - 1
     if sde:
         a = sigma_t / sigma_s * math.exp(-h)

@@ -21,8 +21,19 @@ diffusers' lines). One module per scheduler family:
     flow.py       FlowMatchEulerDiscreteScheduler  flow_euler_coeffs       (rectified flow)
     dpmsolver.py  DPMSolverMultistepScheduler      dpmpp_coeffs, dpm_solver_coeffs (DPM-Solver(++), ODE and SDE)
     unipc.py      UniPCMultistepScheduler          unipc_coeffs            (UniP / UniC B(h), Zhao et al. 2023)
+    pndm.py       PNDMScheduler                    pndm_coeffs             (PRK / PLMS, Liu et al. 2022, eq. 9-13)
+    lms.py        LMSDiscreteScheduler             lms_coeffs, lms_step_coeffs (Adams-Bashforth in sigma)
+    kdpm2.py      KDPM2DiscreteScheduler           euler_coeffs + dpm2_correction_coeffs (DPM-Solver-2, r = 1/2)
+                  KDPM2AncestralDiscreteScheduler
+    dpmsolver_sde.py DPMSolverSDEScheduler         dpmpp_sde_coeffs        (DPM++ SDE, its Brownian-tree noise)
+    consistency.py LCMScheduler, TCDScheduler      lcm_coeffs, tcd_coeffs  (consistency models, LCM / TCD)
+    deis.py       DEISMultistepScheduler           deis_coeffs             (rho-AB-DEIS, Zhang & Chen 2023)
+    singlestep.py DPMSolverSinglestepScheduler     singlestep_coeffs       (singlestep DPM-Solver(++))
+    edm.py        EDMEulerScheduler                edm_euler_coeffs        (EDM preconditioning, Karras et al. 2022)
+                  EDMDPMSolverMultistepScheduler   dpmpp_coeffs + edm_precondition
 
 `base.py` holds what they share (signatures, config checks, host copies, the fused calls, `StepStats`),
+`multistep.py` what the DPM-Solver family shares (levels, the x0 read, the kept outputs, the multistep order rule),
 `convert.py` holds `fast_scheduler`, and `saving.py` makes saved pipelines name the diffusers parent, so
 plain diffusers loads them (installed on import).
 
@@ -49,14 +60,22 @@ and alphas_cumprod are read from host copies (made once), and a timestep that is
 """
 
 from .base import FusedScheduler, StepStats
+from .consistency import FastLCMScheduler, FastTCDScheduler
 from .convert import FAST_SCHEDULERS, fast_scheduler
 from .ddim import FastDDIMScheduler
 from .ddpm import FastDDPMScheduler
+from .deis import FastDEISMultistepScheduler
 from .dpmsolver import FastDPMSolverMultistepScheduler
+from .dpmsolver_sde import FastDPMSolverSDEScheduler
+from .edm import FastEDMDPMSolverMultistepScheduler, FastEDMEulerScheduler
 from .euler import FastEulerAncestralDiscreteScheduler, FastEulerDiscreteScheduler
 from .flow import FastFlowMatchEulerDiscreteScheduler
 from .heun import FastHeunDiscreteScheduler
+from .kdpm2 import FastKDPM2AncestralDiscreteScheduler, FastKDPM2DiscreteScheduler
+from .lms import FastLMSDiscreteScheduler
+from .pndm import FastPNDMScheduler
 from .saving import record_fast_schedulers_as_parents
+from .singlestep import FastDPMSolverSinglestepScheduler
 from .unipc import FastUniPCMultistepScheduler
 
 record_fast_schedulers_as_parents()
@@ -65,11 +84,22 @@ __all__ = [
     "FAST_SCHEDULERS",
     "FastDDIMScheduler",
     "FastDDPMScheduler",
+    "FastDEISMultistepScheduler",
     "FastDPMSolverMultistepScheduler",
+    "FastDPMSolverSDEScheduler",
+    "FastDPMSolverSinglestepScheduler",
+    "FastEDMDPMSolverMultistepScheduler",
+    "FastEDMEulerScheduler",
     "FastEulerAncestralDiscreteScheduler",
     "FastEulerDiscreteScheduler",
     "FastFlowMatchEulerDiscreteScheduler",
     "FastHeunDiscreteScheduler",
+    "FastKDPM2AncestralDiscreteScheduler",
+    "FastKDPM2DiscreteScheduler",
+    "FastLCMScheduler",
+    "FastLMSDiscreteScheduler",
+    "FastPNDMScheduler",
+    "FastTCDScheduler",
     "FastUniPCMultistepScheduler",
     "FusedScheduler",
     "StepStats",

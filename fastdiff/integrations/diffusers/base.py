@@ -63,6 +63,8 @@ class FusedScheduler:
 
     _parent: type
     fused_backend: str = "auto"
+    # schedule tensors copied to the host at set_timesteps (a subclass adds the parent's other per-step tables)
+    _host_tensors: tuple[str, ...] = ("timesteps", "sigmas", "alphas_cumprod")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -146,7 +148,7 @@ class FusedScheduler:
 
     def _schedule_changed(self) -> None:
         """After set_timesteps: host copies of the new schedule (the one sync of a loop), stats reset."""
-        for name in ("timesteps", "sigmas", "alphas_cumprod"):
+        for name in self._host_tensors:
             if isinstance(getattr(self, name, None), torch.Tensor):
                 self._host(name)
         self.last_step_stats = None
@@ -250,6 +252,18 @@ class FusedScheduler:
             added = fused_step(y, y, StepCoeffs(px=1.0, ph=weights), history=tensors, out=y, backend=self.fused_backend)
             r = StepResult(prev_sample=y, pred_x0=r.pred_x0, clipped=r.clipped, stats=added.stats, x0_stats=r.x0_stats)
         return r
+
+    def _combine(self, x, out, coeffs_fn, terms, *, clip=None, noise=None) -> StepResult:
+        """A fused step with `coeffs_fn(ph)` and history `terms` ((weight, tensor) pairs, any number): the first
+        MAX_HISTORY are the step's history, the rest are added by further fused calls (`_fused`'s `more`)."""
+        head, more = terms[:MAX_HISTORY], terms[MAX_HISTORY:]
+        coeffs = coeffs_fn(tuple(w for w, _ in head))
+        return self._fused(x, out, coeffs, clip=clip, history=tuple(t for _, t in head), more=more, noise=noise)
+
+    def _derived(self, x: torch.Tensor, out: torch.Tensor, coeffs: StepCoeffs, *, stats: bool = False) -> StepResult:
+        """One more fused call for a tensor that the parent returns or keeps besides its prev_sample (LCM's
+        `denoised`, LMS's x0, DEIS's eps): its result is `coeffs` applied to (x, out); no x0 is written."""
+        return fused_step(x, out, coeffs, stats=stats, backend=self.fused_backend)
 
     def _record(self, timestep, result: StepResult, x0_result: StepResult | None = None) -> None:
         """`last_step_stats` of a step: its sample from `result`, its x0 and clip count from `x0_result` (the

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from .base import FusedScheduler
+from .consistency import FastLCMScheduler, FastTCDScheduler
 from .ddim import FastDDIMScheduler
 from .ddpm import FastDDPMScheduler
+from .deis import FastDEISMultistepScheduler
 from .dpmsolver import FastDPMSolverMultistepScheduler
+from .dpmsolver_sde import FastDPMSolverSDEScheduler
+from .edm import FastEDMDPMSolverMultistepScheduler, FastEDMEulerScheduler
 from .euler import FastEulerAncestralDiscreteScheduler, FastEulerDiscreteScheduler
 from .flow import FastFlowMatchEulerDiscreteScheduler
 from .heun import FastHeunDiscreteScheduler
+from .kdpm2 import FastKDPM2AncestralDiscreteScheduler, FastKDPM2DiscreteScheduler
+from .lms import FastLMSDiscreteScheduler
+from .pndm import FastPNDMScheduler
+from .singlestep import FastDPMSolverSinglestepScheduler
 from .unipc import FastUniPCMultistepScheduler
 
 FAST_SCHEDULERS: dict[type, type] = {
@@ -22,6 +30,17 @@ FAST_SCHEDULERS: dict[type, type] = {
         FastFlowMatchEulerDiscreteScheduler,
         FastDPMSolverMultistepScheduler,
         FastUniPCMultistepScheduler,
+        FastPNDMScheduler,
+        FastLMSDiscreteScheduler,
+        FastKDPM2DiscreteScheduler,
+        FastKDPM2AncestralDiscreteScheduler,
+        FastDPMSolverSDEScheduler,
+        FastLCMScheduler,
+        FastTCDScheduler,
+        FastDEISMultistepScheduler,
+        FastDPMSolverSinglestepScheduler,
+        FastEDMEulerScheduler,
+        FastEDMDPMSolverMultistepScheduler,
     )
 }
 

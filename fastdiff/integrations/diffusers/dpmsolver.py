@@ -16,25 +16,21 @@ from diffusers import DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from ...samplers import dpmpp_coeffs
-from ...samplers.dpmsolver import dpm_solver_coeffs, flow_alpha_sigma
-from ...samplers.plan import ve_to_vp
+from ...samplers.dpmsolver import dpm_solver_coeffs
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR, FusedScheduler
+from .base import NO_STEPS_ERROR
+from .multistep import MultistepScheduler
 
 DATA_PREDICTION = ("dpmsolver++", "sde-dpmsolver++")
 
 
-class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepScheduler):
+class FastDPMSolverMultistepScheduler(MultistepScheduler, DPMSolverMultistepScheduler):
     """diffusers' DPMSolverMultistepScheduler with a fused `step()` (module docstring): algorithm types
     "dpmsolver++", "sde-dpmsolver++", "dpmsolver" and "sde-dpmsolver", orders 1-3, midpoint / heun, thresholding,
     every sigma ladder. A repeated sigma (e.g. the final one of final_sigmas_type="sigma_min") is a zero-length
     step, where the parent's higher orders divide by h = 0."""
 
     _parent = DPMSolverMultistepScheduler
-
-    def _alpha_sigma(self, index: int) -> tuple[float, float]:
-        s = self._sigma(index)
-        return flow_alpha_sigma(s) if self.config.use_flow_sigmas else ve_to_vp(s)
 
     def _sde_d2_weight(self, i: int) -> float:
         """The parent's 3rd-order SDE D2 weight alpha_t ((1 - e^{-2h} - 2h) / (2h)^2 - 1/2), computed as it does
@@ -44,19 +40,6 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
         alpha_s0, sigma_s0 = self._sigma_to_alpha_sigma_t(sigmas[i])
         h = (torch.log(alpha_t) - torch.log(sigma_t)) - (torch.log(alpha_s0) - torch.log(sigma_s0))
         return float(alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5))
-
-    def _order(self, i: int, n: int) -> int:
-        """The parent's order of step i of n: warm-up from 1, lower orders at the end."""
-        cfg = self.config
-        lower_order_final = (i == n - 1) and (
-            cfg.euler_at_final or (cfg.lower_order_final and n < 15) or cfg.final_sigmas_type == "zero"
-        )
-        lower_order_second = (i == n - 2) and cfg.lower_order_final and n < 15
-        if cfg.solver_order == 1 or self.lower_order_nums < 1 or lower_order_final:
-            return 1
-        if cfg.solver_order == 2 or self.lower_order_nums < 2 or lower_order_second:
-            return 2
-        return 3
 
     def _coeffs(self, i: int, order: int, prediction_type: str) -> StepCoeffs:
         """Step i's update of the given order, the model output read as `prediction_type` (x0 for the
@@ -96,7 +79,7 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
         cfg = self.config
         i = self.step_index
         order = self._order(i, len(self.timesteps))
-        history = tuple(self.model_outputs[-k] for k in range(1, order))  # m1, m2: the latest model outputs
+        history = self._history(order)  # m1, m2: the latest model outputs
         p = "flow" if cfg.prediction_type == "flow_prediction" else cfg.prediction_type
         if p == "epsilon" and cfg.variance_type in ("learned", "learned_range"):
             model_output = model_output[:, :3]  # the mean (the parent's conversion takes these channels)
@@ -122,11 +105,7 @@ class FastDPMSolverMultistepScheduler(FusedScheduler, DPMSolverMultistepSchedule
         out_dtype = torch.result_type(sample, out)
         r = self._fused(sample.to(torch.float32), out, coeffs, clip=clip, history=history, noise=noise)
         self._record(timestep, r)
-        for k in range(cfg.solver_order - 1):
-            self.model_outputs[k] = self.model_outputs[k + 1]
-        self.model_outputs[-1] = r.pred_x0 if newest is None else newest
-        if self.lower_order_nums < cfg.solver_order:
-            self.lower_order_nums += 1
+        self._push(r.pred_x0 if newest is None else newest)
         prev = r.prev_sample.to(out_dtype)
         self._step_index += 1
         if not return_dict:

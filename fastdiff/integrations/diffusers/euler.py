@@ -34,15 +34,16 @@ def check_float_timestep(timestep, name: str) -> None:
 
 class _EulerStep(FusedScheduler):
     """The Euler family's step around its coefficients, as the parents make it (their integer-timestep message
-    names EulerDiscreteScheduler in both classes): checks, a fused step on the float32 sample, the result in
-    the model output's dtype, the step index advanced."""
+    names `_timestep_error_name`: EulerDiscreteScheduler in both Euler classes): checks, a fused step on the float32
+    sample, the result in the model output's dtype, the step index advanced."""
 
     _output: type
+    _timestep_error_name = "EulerDiscreteScheduler"
 
     def _euler_step(self, model_output, timestep, sample, coeffs_fn, generator, return_dict: bool):
         """`coeffs_fn(sigma, sigma_next) -> (StepCoeffs, needs_noise)`."""
         self._check_config()
-        check_float_timestep(timestep, "EulerDiscreteScheduler")
+        check_float_timestep(timestep, self._timestep_error_name)
         if not self.is_scale_input_called:
             logger.warning(SCALE_INPUT_WARNING)
         if self.step_index is None:

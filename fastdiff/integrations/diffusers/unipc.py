@@ -6,8 +6,9 @@ A step is the parent's: the model output converted (to x0 with `predict_x0`, thr
 parent's own `convert_model_output`), the corrector UniC of the previous step's order (unless disabled), then
 the predictor UniP (or `solver_p`'s step). Each update is a linear combination of the sample, the converted
 output and earlier converted outputs: the conversion and the corrector are one fused step, the predictor another
-(or one with the conversion when there is no corrector); terms beyond the fused step's three history tensors
-(high orders) are added by a further fused call. `model_outputs` holds the converted outputs, as the parent's.
+(or one with the conversion when there is no corrector); terms beyond the fused step's MAX_HISTORY (4) history
+tensors (the corrector's from order 4, the predictor's from order 6) are added by a further fused call, so every
+`solver_order` the parent runs is fused. `model_outputs` holds the converted outputs, as the parent's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from ...ops import tensor_stats
 from ...samplers.unipc import UniPCCoeffs, unipc_coeffs
-from ...step import MAX_HISTORY, StepCoeffs
+from ...step import StepCoeffs
 from .base import NO_STEPS_ERROR, FusedScheduler, StepStats
 
 
@@ -65,12 +66,6 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
         read = StepCoeffs.from_prediction(p, alpha, sigma)
         return StepCoeffs(cx=read.cx, co=read.co, eo=read.eo, px=px + weight * read.ex, pe=weight, ph=ph)
 
-    def _combine(self, x, out, coeffs_fn, terms, clip=None):
-        """A fused step with `coeffs_fn(ph)` and history `terms` ((weight, tensor) pairs; any number)."""
-        head, more = terms[:MAX_HISTORY], terms[MAX_HISTORY:]
-        coeffs = coeffs_fn(tuple(w for w, _ in head))
-        return self._fused(x, out, coeffs, clip=clip, history=tuple(t for _, t in head), more=more)
-
     def step(
         self,
         model_output: torch.Tensor,
@@ -99,7 +94,7 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
             c = self._update(i, i - 1, [i - 1 - k for k in range(1, self.this_order)], corrector=True)
             earlier = [self.model_outputs[-1 - k] for k in range(self.this_order)]  # m0, m1, ...
             terms = list(zip((c.px, c.w0, *c.wk), (self.last_sample.to(x.dtype), *earlier)))
-            read = self._combine(x, model_output, lambda ph: self._read(i, c.wt, ph=ph), terms, clip)
+            read = self._combine(x, model_output, lambda ph: self._read(i, c.wt, ph=ph), terms, clip=clip)
             sample = read.prev_sample.to(dtype)  # the corrected sample
         if eps is not None:
             m_new = eps
@@ -130,7 +125,7 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
             older = [self.model_outputs[-1 - k] for k in range(1, self.this_order)]  # m1, m2, ... (m0 is new)
             terms = list(zip(p.wk, older))
             if read is None:  # conversion and predictor in one call, on this step's sample
-                last = self._combine(x, model_output, lambda ph: self._read(i, p.w0, px=p.px, ph=ph), terms, clip)
+                last = self._combine(x, model_output, lambda ph: self._read(i, p.w0, px=p.px, ph=ph), terms, clip=clip)
                 read = last
                 m_new = last.pred_x0.to(dtype) if m_new is None else m_new
             else:  # on the corrected sample, with the converted output
