@@ -284,6 +284,42 @@ def test_config_changed_after_construction_runs_the_changed_maths():
     assert_loops_equal(run_loop(fast, 10, x_T), run_loop(diffusers.DPMSolverMultistepScheduler(**cfg), 10, x_T))
 
 
+@pytest.mark.parametrize(
+    "parent_cls, step_kws",
+    [
+        (diffusers.DDIMScheduler, [dict(eta=0.0), dict(eta=0.7), dict(eta=0.7, use_clipped_model_output=True)]),
+        (diffusers.EulerDiscreteScheduler, [dict(), dict(s_churn=8.0), dict(s_churn=8.0, s_noise=0.5)]),
+        (diffusers.DPMSolverMultistepScheduler, [dict(), dict(), dict()]),
+    ],
+)
+def test_planned_coefficients_follow_arguments_and_config_changes(parent_cls, step_kws):
+    """A step's coefficients are planned once per schedule and config (base._planned): step arguments changed
+    between steps, and a config changed between steps (register_to_config), give the changed maths, as the
+    parent's step."""
+    g = torch.Generator().manual_seed(3)
+    x, out = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
+    parent, fast = parent_cls(), fdd.fast_scheduler(parent_cls())
+    for s in (parent, fast):
+        s.set_timesteps(10)
+    steps = [(kw, None) for kw in step_kws] + [(step_kws[-1], dict(prediction_type="v_prediction"))]
+    for k, (kw, change) in enumerate(steps):
+        if change:
+            for s in (parent, fast):
+                s.register_to_config(**change)
+        t = parent.timesteps[k if hasattr(parent, "_step_index") else 0]  # DDIM: the same step, other arguments
+        results = []
+        for s in (parent, fast):
+            s.scale_model_input(x, t)
+            extra = (
+                {"generator": torch.Generator().manual_seed(k)}
+                if "generator" in inspect.signature(s.step).parameters
+                else {}
+            )
+            results.append(s.step(out, t, x, **kw, **extra).prev_sample)
+        assert rel_err(results[1], results[0]) < RTOL, (k, kw, change)
+        x = results[0]
+
+
 # --------------------------------------------------------------------------------------------------
 # 8. compatibles and conversion
 

@@ -400,12 +400,17 @@ def problems(row: dict) -> list[str]:
 
 
 def run(archs: list[int], quick: bool, jobs: int, only: str | None = None, limit: int | None = None,
-        progress: bool = True):  # fmt: skip
-    """Record, dedupe and compile (kernels whose name contains `only`, the first `limit`); returns (rows, summary)."""
+        variant: tuple[str, ...] = (), progress: bool = True):  # fmt: skip
+    """Record, dedupe and compile (kernels whose name contains `only` and whose variant text contains every
+    string of `variant`, the first `limit`); returns (rows, summary)."""
     global _VARIANTS
     t0 = time.perf_counter()
     launches = _record(public_calls(quick))
-    _VARIANTS = [v for v in distinct(launches) if only is None or only in v.kernel.fn.__name__][:limit]
+    _VARIANTS = [
+        v
+        for v in distinct(launches)
+        if (only is None or only in v.kernel.fn.__name__) and all(part in v.variant for part in variant)
+    ][:limit]
     record_s = time.perf_counter() - t0
     tasks = [(i, a) for a in archs for i in range(len(_VARIANTS))]
     if progress:
@@ -487,6 +492,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="compile only kernels whose name contains this")
     parser.add_argument("--limit", type=int, help="compile only the first N distinct kernels")
     parser.add_argument(
+        "--variant", nargs="+", default=(), help="compile only variants whose description contains all of these"
+    )
+    parser.add_argument(
         "--signatures",
         choices=["api", "samplers"],
         help="print the distinct kernels of the "
@@ -499,7 +507,7 @@ def main(argv=None) -> int:
         rows = [{"kernel": v.kernel.fn.__name__, "variant": v.variant, "calls": v.calls} for v in variants]
         print(json.dumps(rows))
         return 0
-    rows, summary = run(args.arch, args.quick, args.jobs, args.only, args.limit)
+    rows, summary = run(args.arch, args.quick, args.jobs, args.only, args.limit, args.variant)
     if args.out:
         write_report(rows, summary, args.out)
     if args.json:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -28,22 +27,33 @@ from ...step import MAX_HISTORY, ClipRange, DynamicThreshold, StepCoeffs, StepRe
 NO_STEPS_ERROR = "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
 
 
-@dataclass(frozen=True)
 class StepStats:
     """What the fused step measured in its single pass (device tensors: reading them syncs, keeping them does not).
 
     step_index: the parent's step index at this step (None for DDPM / DDIM, which have none).
     timestep: the timestep as given (host value where it was known without a sync).
     clipped: int64 0-d count of x0 elements the clip / threshold changed; numel: elements per step.
-    sample / x0: `TensorStats` of the returned prev_sample and of the (clipped) predicted x0.
+    sample / x0: `TensorStats` of the returned prev_sample and of the (clipped) predicted x0 (either may be given
+    as a function that makes it: made when first read, so a loop that never reads them pays nothing per step).
     """
 
-    step_index: int | None
-    timestep: object
-    clipped: torch.Tensor
-    numel: int
-    sample: TensorStats
-    x0: TensorStats
+    __slots__ = ("step_index", "timestep", "clipped", "numel", "_sample", "_x0")
+
+    def __init__(self, step_index, timestep, clipped, numel, sample, x0):
+        self.step_index, self.timestep, self.clipped, self.numel = step_index, timestep, clipped, numel
+        self._sample, self._x0 = sample, x0
+
+    @property
+    def sample(self) -> TensorStats:
+        if callable(self._sample):
+            self._sample = self._sample()
+        return self._sample
+
+    @property
+    def x0(self) -> TensorStats:
+        if callable(self._x0):
+            self._x0 = self._x0()
+        return self._x0
 
     def to_dict(self) -> dict:
         """Plain numbers (syncs the host): clipped, clipped_frac, sample_* and x0_* stats."""
@@ -52,6 +62,12 @@ class StepStats:
         row.update({f"sample_{k}": v for k, v in self.sample.to_dict().items()})
         row.update({f"x0_{k}": v for k, v in self.x0.to_dict().items()})
         return row
+
+    def __repr__(self) -> str:
+        return (
+            f"StepStats(step_index={self.step_index!r}, timestep={self.timestep!r}, clipped={self.clipped!r}, "
+            f"numel={self.numel!r}, sample={self.sample!r}, x0={self.x0!r})"
+        )
 
 
 class FusedScheduler:
@@ -91,12 +107,17 @@ class FusedScheduler:
     # ---- the config: what the fused step can honour ------------------------------------------------
 
     def _check_config(self) -> None:
-        """Raise NotImplementedError naming the first config option the fused step cannot honour."""
+        """Raise NotImplementedError naming the first config option the fused step cannot honour. Checked once
+        per config: diffusers' `register_to_config` replaces the config object, which a new check then sees."""
+        config = self.__dict__.get("_internal_dict")
+        if config is not None and self.__dict__.get("_fast_checked") is config:
+            return
         for option, why in self._unfusable():
             raise NotImplementedError(
                 f"{type(self).__name__}: {option} is not supported by the fused step: {why}. "
                 f"Use diffusers' {self._parent.__name__} for this configuration."
             )
+        self._fast_checked = config
 
     def _unfusable(self) -> list[tuple[str, str]]:
         """(option, why) for each option of the config the fused step cannot honour; subclasses add theirs."""
@@ -147,11 +168,25 @@ class FusedScheduler:
     # ---- host copies: no device reads in step() --------------------------------------------------------
 
     def _schedule_changed(self) -> None:
-        """After set_timesteps: host copies of the new schedule (the one sync of a loop), stats reset."""
+        """After set_timesteps: host copies of the new schedule (the one sync of a loop), stats reset, the
+        planned coefficients dropped."""
         for name in self._host_tensors:
             if isinstance(getattr(self, name, None), torch.Tensor):
                 self._host(name)
         self.last_step_stats = None
+        self._fast_plan = None
+
+    def _planned(self, key: tuple, make, *args):
+        """`make(*args)` computed once per schedule and config under `key` (which must hold every argument of the
+        step the result depends on besides the schedule and config): the step's coefficients are host maths of
+        the step index and a few arguments, so a loop computes each once, not at every step."""
+        plan = self.__dict__.get("_fast_plan")
+        config = self.__dict__.get("_internal_dict")
+        if plan is None or plan.get(None) is not config:  # a new schedule, or register_to_config since
+            plan = self._fast_plan = {None: config}
+        if key not in plan:
+            plan[key] = make(*args)
+        return plan[key]
 
     def _host(self, name: str) -> torch.Tensor:
         """A CPU copy of tensor attribute `name`, made once per tensor object (the parent may move it)."""
@@ -196,6 +231,11 @@ class FusedScheduler:
 
     def _sigma(self, index: int) -> float:
         return float(self._host("sigmas")[index])
+
+    @staticmethod
+    def _key(timestep) -> object:
+        """A host timestep as a plan key: a CPU tensor's value (tensors hash by identity)."""
+        return timestep.item() if isinstance(timestep, torch.Tensor) else timestep
 
     # ---- inputs ------------------------------------------------------------------------------------------
 
@@ -274,8 +314,8 @@ class FusedScheduler:
             timestep=timestep,
             clipped=x0_result.clipped,
             numel=result.prev_sample.numel(),
-            sample=result.stats,
-            x0=x0_result.x0_stats,
+            sample=lambda: result.stats,  # TensorStats made when read (StepStats)
+            x0=lambda: x0_result.x0_stats,
         )
 
 

@@ -16,6 +16,20 @@ class FastDDIMScheduler(FusedScheduler, DDIMScheduler):
 
     _parent = DDIMScheduler
 
+    def _coeffs(self, t, eta: float, use_clipped_model_output: bool):
+        """The step from timestep t (host value) to t - num_train_timesteps // num_inference_steps."""
+        prev_t = t - self.config.num_train_timesteps // self.num_inference_steps
+        alphas_cumprod = self._host("alphas_cumprod")
+        alpha_prod_t = alphas_cumprod[t]
+        alpha_prod_t_prev = alphas_cumprod[prev_t] if prev_t >= 0 else self._host("final_alpha_cumprod")
+        return ddim_coeffs(
+            float(alpha_prod_t),
+            float(alpha_prod_t_prev),
+            eta,
+            vp_prediction(self.config.prediction_type),
+            use_clipped_model_output,
+        )
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -32,18 +46,9 @@ class FastDDIMScheduler(FusedScheduler, DDIMScheduler):
         if self.num_inference_steps is None:
             raise ValueError(NO_STEPS_ERROR)
         t = self._host_timestep(timestep)
-        prev_t = t - self.config.num_train_timesteps // self.num_inference_steps
-        alphas_cumprod = self._host("alphas_cumprod")
-        alpha_prod_t = alphas_cumprod[t]
-        alpha_prod_t_prev = alphas_cumprod[prev_t] if prev_t >= 0 else self._host("final_alpha_cumprod")
+        key = ("ddim", self._key(t), self.num_inference_steps, eta, use_clipped_model_output)
+        coeffs = self._planned(key, self._coeffs, t, eta, use_clipped_model_output)
         self._check_shapes(model_output, sample)
-        coeffs = ddim_coeffs(
-            float(alpha_prod_t),
-            float(alpha_prod_t_prev),
-            eta,
-            vp_prediction(self.config.prediction_type),
-            use_clipped_model_output,
-        )
         noise = None
         if eta > 0:
             if variance_noise is not None and generator is not None:

@@ -92,7 +92,7 @@ class FastDPMSolverMultistepScheduler(MultistepScheduler, DPMSolverMultistepSche
             else:  # read in the fused step from the model output (for an eps model, newest is that output)
                 out = model_output
             clip = None
-        coeffs = self._coeffs(i, order, p)
+        coeffs = self._planned(("dpm", i, order, p), self._coeffs, i, order, p)
         self._check_shapes(out, sample)
 
         noise = None

@@ -40,8 +40,9 @@ class _EulerStep(FusedScheduler):
     _output: type
     _timestep_error_name = "EulerDiscreteScheduler"
 
-    def _euler_step(self, model_output, timestep, sample, coeffs_fn, generator, return_dict: bool):
-        """`coeffs_fn(sigma, sigma_next) -> (StepCoeffs, needs_noise)`."""
+    def _euler_step(self, model_output, timestep, sample, coeffs_fn, generator, return_dict: bool, key=()):
+        """`coeffs_fn(sigma, sigma_next) -> (StepCoeffs, needs_noise)`, planned once per step index and `key` (the
+        step's arguments that coeffs_fn reads)."""
         self._check_config()
         check_float_timestep(timestep, self._timestep_error_name)
         if not self.is_scale_input_called:
@@ -49,7 +50,8 @@ class _EulerStep(FusedScheduler):
         if self.step_index is None:
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
-        coeffs, needs_noise = coeffs_fn(self._sigma(self.step_index), self._sigma(self.step_index + 1))
+        i = self.step_index
+        coeffs, needs_noise = self._planned(("euler", i, *key), lambda: coeffs_fn(self._sigma(i), self._sigma(i + 1)))
         noise = self._noise_like(model_output, generator) if needs_noise else None
         r = self._fused(sample.to(torch.float32), model_output, coeffs, noise=noise)
         self._record(timestep, r)
@@ -85,7 +87,8 @@ class FastEulerDiscreteScheduler(_EulerStep, EulerDiscreteScheduler):
             p = vp_prediction(self.config.prediction_type)
             return euler_coeffs(sigma, sigma_next, p, gamma, s_noise), gamma > 0
 
-        return self._euler_step(model_output, timestep, sample, coeffs, generator, return_dict)
+        key = (s_churn, s_tmin, s_tmax, s_noise)
+        return self._euler_step(model_output, timestep, sample, coeffs, generator, return_dict, key)
 
 
 class FastEulerAncestralDiscreteScheduler(_EulerStep, EulerAncestralDiscreteScheduler):

@@ -91,7 +91,10 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
 
         read = None  # the fused call that read the model output (its x0 stats and clip count)
         if use_corrector:  # x_c = wt m_t + px last + w0 m0 + w1 m1 + ...
-            c = self._update(i, i - 1, [i - 1 - k for k in range(1, self.this_order)], corrector=True)
+            c = self._planned(
+                ("unic", i, self.this_order),
+                lambda: self._update(i, i - 1, [i - 1 - k for k in range(1, self.this_order)], corrector=True),
+            )
             earlier = [self.model_outputs[-1 - k] for k in range(self.this_order)]  # m0, m1, ...
             terms = list(zip((c.px, c.w0, *c.wk), (self.last_sample.to(x.dtype), *earlier)))
             read = self._combine(x, model_output, lambda ph: self._read(i, c.wt, ph=ph), terms, clip=clip)
@@ -121,7 +124,10 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
             prev = self.solver_p.step(model_output, timestep, sample).prev_sample
             self._record_solver_p(timestep, prev, read)
         else:  # x' = px x + w0 m0 + w1 m1 + ...
-            p = self._update(i + 1, i, [i - k for k in range(1, self.this_order)], corrector=False)
+            p = self._planned(
+                ("unip", i, self.this_order),
+                lambda: self._update(i + 1, i, [i - k for k in range(1, self.this_order)], corrector=False),
+            )
             older = [self.model_outputs[-1 - k] for k in range(1, self.this_order)]  # m1, m2, ... (m0 is new)
             terms = list(zip(p.wk, older))
             if read is None:  # conversion and predictor in one call, on this step's sample
