@@ -300,10 +300,12 @@ class FusedScheduler:
         coeffs = coeffs_fn(tuple(w for w, _ in head))
         return self._fused(x, out, coeffs, clip=clip, history=tuple(t for _, t in head), more=more, noise=noise)
 
-    def _derived(self, x: torch.Tensor, out: torch.Tensor, coeffs: StepCoeffs, *, stats: bool = False) -> StepResult:
+    def _derived(self, x: torch.Tensor, out: torch.Tensor, coeffs: StepCoeffs) -> StepResult:
         """One more fused call for a tensor that the parent returns or keeps besides its prev_sample (LCM's
-        `denoised`, LMS's x0, DEIS's eps): its result is `coeffs` applied to (x, out); no x0 is written."""
-        return fused_step(x, out, coeffs, stats=stats, backend=self.fused_backend)
+        `denoised`, LMS's x0, DEIS's eps): its result is `coeffs` applied to (x, out); no x0 is written. Its
+        statistics are taken as in every fused call of a drop-in (they cost no extra pass): a loop launches one
+        kernel specialisation (triton_gate's samplers check)."""
+        return fused_step(x, out, coeffs, backend=self.fused_backend)
 
     def _record(self, timestep, result: StepResult, x0_result: StepResult | None = None) -> None:
         """`last_step_stats` of a step: its sample from `result`, its x0 and clip count from `x0_result` (the

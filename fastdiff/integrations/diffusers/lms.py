@@ -57,7 +57,7 @@ class FastLMSDiscreteScheduler(FusedScheduler, LMSDiscreteScheduler):
         if len(self.derivatives) > order:
             self.derivatives.pop(0)
         m = read_ve(p, sigma)
-        x0 = self._derived(x, model_output, StepCoeffs(cx=m.cx, co=m.co, p0=1.0), stats=True)
+        x0 = self._derived(x, model_output, StepCoeffs(cx=m.cx, co=m.co, p0=1.0))
         self._record(timestep, r, StepResult(x0.prev_sample, x0.prev_sample, r.clipped, x0_stats=x0.stats))
         self._step_index += 1
         if not return_dict:
