@@ -70,6 +70,14 @@ class StepStats:
         )
 
 
+def _same_schedule(a: tuple, b: tuple) -> bool:
+    """Two schedules of (name, host tensor) pairs hold the same values (dtype and shape included)."""
+    return len(a) == len(b) and all(
+        na == nb and ta.dtype == tb.dtype and ta.shape == tb.shape and torch.equal(ta, tb)
+        for (na, ta), (nb, tb) in zip(a, b)
+    )
+
+
 class FusedScheduler:
     """Shared machinery of the Fast* schedulers. A subclass names its diffusers parent in `_parent`.
 
@@ -170,11 +178,17 @@ class FusedScheduler:
     def _schedule_changed(self) -> None:
         """After set_timesteps: host copies of the new schedule (the one sync of a loop), stats reset, the
         planned coefficients dropped."""
-        for name in self._host_tensors:
-            if isinstance(getattr(self, name, None), torch.Tensor):
-                self._host(name)
+        schedule = tuple(
+            (name, self._host(name))
+            for name in self._host_tensors
+            if isinstance(getattr(self, name, None), torch.Tensor)
+        )
         self.last_step_stats = None
-        self._fast_plan = None
+        # the plan stays while the schedule is the same (a pipeline calls set_timesteps for every image)
+        old = self.__dict__.get("_fast_plan_schedule")
+        if old is None or not _same_schedule(old, schedule):
+            self._fast_plan = None
+        self._fast_plan_schedule = schedule
 
     def _planned(self, key: tuple, make, *args):
         """`make(*args)` computed once per schedule and config under `key` (which must hold every argument of the
