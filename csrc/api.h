@@ -84,8 +84,7 @@ struct StepOut {
 // Entry points, one set per instruction set (kernels.h). They run with the GIL released.
 #define FD_DECLARE_KERNELS(ns)                                                                              \
     namespace ns {                                                                                          \
-    void tensor_stats(const std::vector<ViewDesc>& views, const std::vector<int64_t>& rows, Raw* out,        \
-                      int threads);                                                                         \
+    void tensor_stats(const ViewDesc* views, const int64_t* rows, size_t nv, Raw* out, int threads);         \
     void pair_stats(const ViewDesc& a, const ViewDesc& b, int64_t rows, PairRaw* out, int threads);          \
     void update_stats(const std::vector<ViewDesc>& w, const std::vector<ViewDesc>& s, Raw* out, int threads); \
     void fused_step(const StepArgs& args, StepOut* out, int threads);                                       \
