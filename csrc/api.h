@@ -20,6 +20,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // the AVX intrinsics, usable in kernels_avx2.cpp's target("avx2") region
+#endif
 
 namespace fd {
 

@@ -216,6 +216,14 @@ static inline void copy_out(T* d, const T* s, int64_t k, bool stream) {
 #if defined(__SSE2__)
     if (stream) {
         int64_t i = 0;
+#if FD_VBYTES == 32  // the AVX2 build (kernels_avx2.cpp)
+        for (; i < k && ((uintptr_t)(d + i) & 31); ++i) d[i] = s[i];
+        if constexpr (sizeof(T) == 4) {
+            for (; i + 8 <= k; i += 8) _mm256_stream_ps((float*)(d + i), _mm256_loadu_ps((const float*)(s + i)));
+        } else {
+            for (; i + 4 <= k; i += 4) _mm256_stream_pd((double*)(d + i), _mm256_loadu_pd((const double*)(s + i)));
+        }
+#endif
         for (; i < k && ((uintptr_t)(d + i) & 15); ++i) d[i] = s[i];
         if constexpr (sizeof(T) == 4) {
             for (; i + 4 <= k; i += 4) _mm_stream_ps((float*)(d + i), _mm_loadu_ps((const float*)(s + i)));
@@ -986,10 +994,13 @@ struct StepK {
     I absmask, iota;
 };
 
-// acc + c_k t where term k is present; acc where it is absent
-template <class T>
+// acc + c_k t where term k is present; acc where it is absent. PM: the presence of every term known at
+// compile time (bit k: term k present), or DYN when it is read from K.present (one predicted branch).
+constexpr uint32_t DYN = 0xffffffffu;
+template <uint32_t PM, class T>
 static inline typename VT<T>::V add_term(const StepK<T>& K, int k, const typename VT<T>::V& acc,
                                          const typename VT<T>::V& t) {
+    if constexpr (PM != DYN) return ((PM >> k) & 1u) ? acc + K.c[k] * t : acc;
     return K.present[k] ? acc + K.c[k] * t : acc;
 }
 
@@ -999,7 +1010,7 @@ struct StepBufs {
 };
 
 // One vector of N elements; `valid` masks the lanes past the end of the last block for the count.
-template <class T, bool HZ, int CLIP, bool EPS>
+template <class T, bool HZ, int CLIP, bool EPS, uint32_t PM>
 static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const T* z, const T* s, T* xp, T* x0,
                                bool pn_here, typename VT<T>::I& count, const typename VT<T>::I& valid,
                                typename VT<T>::V& a_out, typename VT<T>::V& p_out) {
@@ -1007,8 +1018,8 @@ static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const 
     typedef typename VT<T>::I I;
     const V xv = vload<V>(x), ov = vload<V>(o);
     const V zv = HZ ? vload<V>(z) : V{};
-    V a = add_term(K, CO, add_term(K, CX, K.start[0], xv), ov);
-    if (HZ) a = add_term(K, CN, a, zv);
+    V a = add_term<PM>(K, CO, add_term<PM>(K, CX, K.start[0], xv), ov);
+    if (HZ) a = add_term<PM>(K, CN, a, zv);
     if (CLIP == 1) {  // clamp keeps NaN; NaN is not counted as clipped
         const I below = K.lo > a, above = a > K.hi;
         count += (below | above) & valid;
@@ -1023,19 +1034,19 @@ static inline void step_vector(const StepK<T>& K, const T* x, const T* o, const 
         a = t / sv;
     }
     vstore(x0, a);
-    V p = add_term(K, P0, add_term(K, PX, K.start[2], xv), a);
+    V p = add_term<PM>(K, P0, add_term<PM>(K, PX, K.start[2], xv), a);
     if (EPS) {
-        V e = add_term(K, E0, add_term(K, EO, add_term(K, EX, K.start[1], xv), ov), a);
-        if (HZ) e = add_term(K, EN, e, zv);
-        p = add_term(K, PE, p, e);
+        V e = add_term<PM>(K, E0, add_term<PM>(K, EO, add_term<PM>(K, EX, K.start[1], xv), ov), a);
+        if (HZ) e = add_term<PM>(K, EN, e, zv);
+        p = add_term<PM>(K, PE, p, e);
     }
-    if (HZ && pn_here) p = add_term(K, PN, p, zv);
+    if (HZ && pn_here) p = add_term<PM>(K, PN, p, zv);
     vstore(xp, p);
     a_out = a;
     p_out = p;
 }
 
-template <class T, bool HZ, int CLIP, bool EPS>
+template <class T, bool HZ, int CLIP, bool EPS, uint32_t PM>
 static void step_item(const StepArgs& A, const StepK<T>& Kin, int64_t start, int64_t len, const StepBufs<T>& B,
                       StepOut& out) {
     // A local copy: the stores to the outputs (memcpy) could alias the caller's K, so every coefficient
@@ -1100,7 +1111,7 @@ static void step_item(const StepArgs& A, const StepK<T>& Kin, int64_t start, int
             for (int64_t v = 0; v < nfull; v += U1) {
                 for (int u = 0; u < U1; ++u) {
                     const int64_t e = (v + u) * N;
-                    step_vector<T, HZ, CLIP, EPS>(K, x + e, o + e, HZ ? z + e : nullptr, B.s + e, dp + e, d0 + e,
+                    step_vector<T, HZ, CLIP, EPS, PM>(K, x + e, o + e, HZ ? z + e : nullptr, B.s + e, dp + e, d0 + e,
                                                   pn_here, count, ones, av, pv);
                     if (want_stats) {
                         Pp.add_shared(u, pv);
@@ -1118,10 +1129,10 @@ static void step_item(const StepArgs& A, const StepK<T>& Kin, int64_t start, int
             continue;
         }
         for (int64_t v = 0; v < nfull; ++v)
-            step_vector<T, HZ, CLIP, EPS>(K, x + v * N, o + v * N, HZ ? z + v * N : nullptr, B.s + v * N,
+            step_vector<T, HZ, CLIP, EPS, PM>(K, x + v * N, o + v * N, HZ ? z + v * N : nullptr, B.s + v * N,
                                           B.xp + v * N, B.x0 + v * N, pn_here, count, ones, av, pv);
         if (rem)
-            step_vector<T, HZ, CLIP, EPS>(K, x + nfull * N, o + nfull * N, HZ ? z + nfull * N : nullptr,
+            step_vector<T, HZ, CLIP, EPS, PM>(K, x + nfull * N, o + nfull * N, HZ ? z + nfull * N : nullptr,
                                           B.s + nfull * N, B.xp + nfull * N, B.x0 + nfull * N, pn_here, count,
                                           K.iota < splat<I>(rem), av, pv);
         if (A.num_hist > 0) {  // x' += sum_k ph_k h_k (+ pn z, which comes after the history terms)
@@ -1129,8 +1140,8 @@ static void step_item(const StepArgs& A, const StepK<T>& Kin, int64_t start, int
             for (int q = 0; q < A.num_hist; ++q) h[q] = read_padded(A.h[q], lh[q], f, k, plen, B.h[q]);
             for (int64_t i = 0; i < plen; i += N) {
                 V p = vload<V>(B.xp + i);
-                for (int q = 0; q < A.num_hist; ++q) p = add_term(K, PH0 + q, p, vload<V>(h[q] + i));
-                if (HZ) p = add_term(K, PN, p, vload<V>(z + i));
+                for (int q = 0; q < A.num_hist; ++q) p = add_term<DYN>(K, PH0 + q, p, vload<V>(h[q] + i));
+                if (HZ) p = add_term<DYN>(K, PN, p, vload<V>(z + i));
                 vstore(B.xp + i, p);
             }
         }
@@ -1148,7 +1159,7 @@ static void step_item(const StepArgs& A, const StepK<T>& Kin, int64_t start, int
     if (A.stream) stream_fence();  // this thread's streamed stores are visible before the team joins
 }
 
-template <class T, bool HZ, int CLIP, bool EPS>
+template <class T, bool HZ, int CLIP, bool EPS, uint32_t PM>
 static void step_run(const StepArgs& A, const StepK<T>& K, StepOut* out, int threads) {
     const int64_t numel = A.x.numel;
     const int64_t items = (numel + ITEM - 1) / ITEM;
@@ -1170,7 +1181,7 @@ static void step_run(const StepArgs& A, const StepK<T>& K, StepOut* out, int thr
         const StepBufs<T> B = bufs();
         for (int64_t it = 0; it < items; ++it) {
             StepOut p;
-            step_item<T, HZ, CLIP, EPS>(A, K, it * ITEM, std::min(ITEM, numel - it * ITEM), B, p);
+            step_item<T, HZ, CLIP, EPS, PM>(A, K, it * ITEM, std::min(ITEM, numel - it * ITEM), B, p);
             merge_into(p);
         }
         return;
@@ -1181,7 +1192,7 @@ static void step_run(const StepArgs& A, const StepK<T>& K, StepOut* out, int thr
         const StepBufs<T> B = bufs();
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; ++it)
-            step_item<T, HZ, CLIP, EPS>(A, K, it * ITEM, std::min(ITEM, numel - it * ITEM), B, part[it]);
+            step_item<T, HZ, CLIP, EPS, PM>(A, K, it * ITEM, std::min(ITEM, numel - it * ITEM), B, part[it]);
     }
     for (int64_t it = 0; it < items; ++it) merge_into(part[it]);
 }
@@ -1215,11 +1226,31 @@ static void step_dispatch(const StepArgs& A, StepOut* out, int threads) {
     K.absmask = splat<I>(sizeof(T) == 8 ? (int64_t)INT64_MAX : (int64_t)INT32_MAX);
     for (int l = 0; l < VT<T>::N; ++l) K.iota[l] = l;
     const bool eps = A.coef[PE] != 0.0;
+    // the presence of the terms as a mask (terms not evaluated by the case count as absent)
+    uint32_t pm = 0;
+    for (int k = 0; k < PH0; ++k)
+        if (K.present[k] && ((k != CN && k != EN && k != PN) || A.has_z)) pm |= 1u << k;
+    if (!A.has_z && A.num_hist == 0 && A.clip_mode < 2) {
+        // The deterministic steps of the common samplers (DDIM, Euler, DPM-Solver-like x' = px x + p0 x0,
+        // epsilon and v prediction), compiled with their terms known: no branch per term and element.
+        constexpr uint32_t X0E = 1u << CX | 1u << CO | 1u << EO, X0V = X0E | 1u << EX;
+        constexpr uint32_t DDIM = 1u << P0 | 1u << PE, EULER = 1u << PX | 1u << PE, MIX = 1u << PX | 1u << P0;
+#define FD_HOT(M)                                                                                               \
+    if (pm == (M)) {                                                                                            \
+        if (A.clip_mode == 0)                                                                                   \
+            step_run<T, false, 0, (((M) >> PE) & 1u) != 0, (M)>(A, K, out, threads);                            \
+        else                                                                                                    \
+            step_run<T, false, 1, (((M) >> PE) & 1u) != 0, (M)>(A, K, out, threads);                            \
+        return;                                                                                                 \
+    }
+        FD_HOT(X0E | DDIM) FD_HOT(X0E | EULER) FD_HOT(X0E | MIX) FD_HOT(X0V | DDIM) FD_HOT(X0V | EULER) FD_HOT(X0V | MIX)
+#undef FD_HOT
+    }
     const int key = (A.has_z ? 1 : 0) + 2 * A.clip_mode + 6 * (eps ? 1 : 0);
     switch (key) {
-#define FD_CASE(HZ, CLIP, EPS)                                          \
-    case (HZ) + 2 * (CLIP) + 6 * (EPS):                                 \
-        step_run<T, (HZ) != 0, CLIP, (EPS) != 0>(A, K, out, threads);   \
+#define FD_CASE(HZ, CLIP, EPS)                                               \
+    case (HZ) + 2 * (CLIP) + 6 * (EPS):                                      \
+        step_run<T, (HZ) != 0, CLIP, (EPS) != 0, DYN>(A, K, out, threads);   \
         break;
         FD_CASE(0, 0, 0) FD_CASE(1, 0, 0) FD_CASE(0, 1, 0) FD_CASE(1, 1, 0) FD_CASE(0, 2, 0) FD_CASE(1, 2, 0)
         FD_CASE(0, 0, 1) FD_CASE(1, 0, 1) FD_CASE(0, 1, 1) FD_CASE(1, 1, 1) FD_CASE(0, 2, 1) FD_CASE(1, 2, 1)
