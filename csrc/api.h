@@ -36,11 +36,12 @@ inline bool is_float_dtype(int dt) { return dt == F32 || dt == F64 || dt == F16 
 
 constexpr int MAX_DIMS = 64;
 
-// Work is cut into blocks of BLOCK elements (in row-major logical order), BLOCKS_PER_ITEM blocks to a
+// Work is cut into blocks of BLOCK elements (in row-major logical order), ITEM / BLOCK blocks to a
 // work item; partial results are merged in item order. None of it depends on the thread count, so
-// results are bit-identical for any number of threads.
+// results are bit-identical for any number of threads. Items of 16K elements let two threads share
+// an SDXL-sized latent (64K elements: 4 items); see PAR_MIN_ELEMENTS in kernels.h.
 constexpr int64_t BLOCK = 1024;
-constexpr int64_t ITEM = 64 * BLOCK;
+constexpr int64_t ITEM = 16 * BLOCK;
 
 // A validated strided view, dimensions coalesced (size-1 dims dropped, mergeable dims merged).
 struct ViewDesc {
