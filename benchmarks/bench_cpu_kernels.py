@@ -12,6 +12,7 @@ Run from the repository root, with the extension built in place
     python benchmarks/bench_cpu_kernels.py                     # 16k .. 16M, torch's thread count
     python benchmarks/bench_cpu_kernels.py --sizes 14,16 --repeats 41
     python benchmarks/bench_cpu_kernels.py --threads 1,2       # both counts: where a team starts to pay
+    python benchmarks/bench_cpu_kernels.py --min --sample-ms 0.5 --repeats 101   # a busy machine
 
 Medians of interleaved samples (each sample a loop of calls lasting ~2 ms): on a shared machine the
 ratios, measured side by side, are far more stable than the absolute times. Compare kernel variants by
@@ -39,8 +40,11 @@ def per_call(fn, number: int) -> float:
     return (time.perf_counter() - t0) / number
 
 
-def interleaved(providers: dict, repeats: int, min_sample_s: float = 2e-3) -> dict[str, float]:
-    """Median seconds per call of each provider, samples interleaved in rotating order."""
+def interleaved(
+    providers: dict, repeats: int, min_sample_s: float = 2e-3, estimator=statistics.median
+) -> dict[str, float]:
+    """Seconds per call of each provider (median of the samples, or `estimator`), samples interleaved in
+    rotating order."""
     names = list(providers)
     for fn in providers.values():
         fn()
@@ -50,7 +54,7 @@ def interleaved(providers: dict, repeats: int, min_sample_s: float = 2e-3) -> di
         for i in range(len(names)):
             n = names[(r + i) % len(names)]
             samples[n].append(per_call(providers[n], number[n]))
-    return {n: statistics.median(s) for n, s in samples.items()}
+    return {n: estimator(s) for n, s in samples.items()}
 
 
 def providers(n: int, threads: int) -> dict:
@@ -84,14 +88,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="14,16,18,20,22,24", help="log2 element counts")
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--threads", default=str(torch.get_num_threads()), help="comma-separated thread counts")
+    ap.add_argument("--min", action="store_true", help="best sample instead of the median (a busy machine)")
+    ap.add_argument("--sample-ms", type=float, default=2.0, help="length of one sample (a loop of calls)")
     args = ap.parse_args()
-    print(f"isa={_cpu.isa()}  float32, medians of {args.repeats} interleaved samples")
+    est = min if args.min else statistics.median
+    print(f"isa={_cpu.isa()}  float32, {'best' if args.min else 'median'} of {args.repeats} interleaved samples")
     print(f"{'n':>10} {'thr':>3} {'read us':>9} {'stats us':>9} {'stats/read':>10} {'add us':>9} {'step us':>9} "
           f"{'step/add':>9}")  # fmt: skip
     for k in (int(s) for s in args.sizes.split(",")):
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
-            m = interleaved(providers(1 << k, threads), args.repeats)
+            m = interleaved(providers(1 << k, threads), args.repeats, args.sample_ms * 1e-3, est)
             us = {n: v * 1e6 for n, v in m.items()}
             print(f"{1 << k:>10} {threads:>3} {us['read']:9.1f} {us['stats']:9.1f} {us['stats'] / us['read']:10.2f} "
                   f"{us['add']:9.1f} {us['step']:9.1f} {us['step'] / us['add']:9.2f}", flush=True)  # fmt: skip
