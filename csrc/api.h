@@ -20,6 +20,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>  // the AVX intrinsics, usable in kernels_avx2.cpp's target("avx2") region
+#endif
 
 namespace fd {
 
@@ -33,11 +36,12 @@ inline bool is_float_dtype(int dt) { return dt == F32 || dt == F64 || dt == F16 
 
 constexpr int MAX_DIMS = 64;
 
-// Work is cut into blocks of BLOCK elements (in row-major logical order), BLOCKS_PER_ITEM blocks to a
+// Work is cut into blocks of BLOCK elements (in row-major logical order), ITEM / BLOCK blocks to a
 // work item; partial results are merged in item order. None of it depends on the thread count, so
-// results are bit-identical for any number of threads.
+// results are bit-identical for any number of threads. Items of 16K elements let two threads share
+// an SDXL-sized latent (64K elements: 4 items); see PAR_MIN_ELEMENTS in kernels.h.
 constexpr int64_t BLOCK = 1024;
-constexpr int64_t ITEM = 64 * BLOCK;
+constexpr int64_t ITEM = 16 * BLOCK;
 
 // A validated strided view, dimensions coalesced (size-1 dims dropped, mergeable dims merged).
 struct ViewDesc {
@@ -84,8 +88,7 @@ struct StepOut {
 // Entry points, one set per instruction set (kernels.h). They run with the GIL released.
 #define FD_DECLARE_KERNELS(ns)                                                                              \
     namespace ns {                                                                                          \
-    void tensor_stats(const std::vector<ViewDesc>& views, const std::vector<int64_t>& rows, Raw* out,        \
-                      int threads);                                                                         \
+    void tensor_stats(const ViewDesc* views, const int64_t* rows, size_t nv, Raw* out, int threads);         \
     void pair_stats(const ViewDesc& a, const ViewDesc& b, int64_t rows, PairRaw* out, int threads);          \
     void update_stats(const std::vector<ViewDesc>& w, const std::vector<ViewDesc>& s, Raw* out, int threads); \
     void fused_step(const StepArgs& args, StepOut* out, int threads);                                       \

@@ -20,7 +20,7 @@ bool fd::avx2_compiled() { return true; }
 bool fd::avx2_compiled() { return false; }
 namespace fd {
 namespace avx2 {  // never called: module.cpp only dispatches here when avx2_compiled()
-void tensor_stats(const std::vector<ViewDesc>&, const std::vector<int64_t>&, Raw*, int) {}
+void tensor_stats(const ViewDesc*, const int64_t*, size_t, Raw*, int) {}
 void pair_stats(const ViewDesc&, const ViewDesc&, int64_t, PairRaw*, int) {}
 void update_stats(const std::vector<ViewDesc>&, const std::vector<ViewDesc>&, Raw*, int) {}
 void fused_step(const StepArgs&, StepOut*, int) {}

@@ -21,74 +21,165 @@
 namespace py = pybind11;
 
 namespace fd {
-namespace {
 
-using Spec = std::tuple<uint64_t, int64_t, int, int64_t, std::vector<int64_t>, std::vector<int64_t>>;
+// A view spec as Python passes it: (data pointer, buffer bytes, dtype code, offset, sizes, strides).
+// Converted by the caster below straight into fixed arrays: no heap allocation per tensor per call.
+struct Spec {
+    uint64_t ptr = 0;
+    int64_t nbytes = 0;
+    int dtype = 0;
+    int64_t offset = 0;
+    size_t nsizes = 0, nstrides = 0;  // as passed; more than MAX_DIMS is refused by check_view
+    int64_t sizes[MAX_DIMS];          // the first min(n, MAX_DIMS) entries
+    int64_t strides[MAX_DIMS];
+};
+
+}  // namespace fd
+
+namespace pybind11 {
+namespace detail {
+
+// fd::Spec from any 6-element sequence whose last two fields are sequences of ints; the same values
+// (and TypeErrors) as pybind11's std::tuple<uint64_t, int64_t, int, int64_t, vector<int64_t>,
+// vector<int64_t>> caster, which it replaces: the fields go through pybind11's own int casters.
+template <>
+struct type_caster<fd::Spec> {
+    PYBIND11_TYPE_CASTER(fd::Spec, const_name("tuple[int, int, int, int, Sequence[int], Sequence[int]]"));
+
+    static bool ints(handle src, bool convert, size_t* n, int64_t* out) {
+        if (!isinstance<sequence>(src) || isinstance<bytes>(src) || isinstance<str>(src)) return false;
+        object fast = reinterpret_steal<object>(PySequence_Fast(src.ptr(), ""));
+        if (!fast) {
+            PyErr_Clear();
+            return false;
+        }
+        const Py_ssize_t len = PySequence_Fast_GET_SIZE(fast.ptr());
+        PyObject** items = PySequence_Fast_ITEMS(fast.ptr());
+        for (Py_ssize_t i = 0; i < len; ++i) {
+            make_caster<int64_t> c;
+            if (!c.load(items[i], convert)) return false;
+            if (i < fd::MAX_DIMS) out[i] = cast_op<int64_t>(c);
+        }
+        *n = (size_t)len;
+        return true;
+    }
+
+    bool load(handle src, bool convert) {
+        if (!isinstance<sequence>(src)) return false;
+        object fast = reinterpret_steal<object>(PySequence_Fast(src.ptr(), ""));
+        if (!fast) {
+            PyErr_Clear();
+            return false;
+        }
+        if (PySequence_Fast_GET_SIZE(fast.ptr()) != 6) return false;
+        PyObject** f = PySequence_Fast_ITEMS(fast.ptr());
+        make_caster<uint64_t> ptr;
+        make_caster<int64_t> nbytes, offset;
+        make_caster<int> dtype;
+        if (!ptr.load(f[0], convert) || !nbytes.load(f[1], convert) || !dtype.load(f[2], convert) ||
+            !offset.load(f[3], convert))
+            return false;
+        value.ptr = cast_op<uint64_t>(ptr);
+        value.nbytes = cast_op<int64_t>(nbytes);
+        value.dtype = cast_op<int>(dtype);
+        value.offset = cast_op<int64_t>(offset);
+        return ints(f[4], convert, &value.nsizes, value.sizes) && ints(f[5], convert, &value.nstrides, value.strides);
+    }
+};
+
+}  // namespace detail
+}  // namespace pybind11
+
+namespace fd {
+namespace {
 
 const char* const DTYPE_NAMES[NUM_DTYPES] = {"float32", "float64", "float16", "bfloat16", "uint8",
                                              "int8",    "int16",   "int32",   "int64",    "bool"};
 
-std::string join(const std::vector<int64_t>& v) {
+std::string join(const int64_t* v, size_t n) {
     std::string s = "(";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-    return s + (v.size() == 1 ? ",)" : ")");
+    for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + (n == 1 ? ",)" : ")");
 }
+std::string join(const std::vector<int64_t>& v) { return join(v.data(), v.size()); }
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
-// A checked view: the kernel's coalesced ViewDesc plus what the checks between views need.
+// A checked view: the kernel's coalesced ViewDesc plus what the checks between views need (the spec's
+// own sizes and strides, which outlive the call's checks).
 struct Checked {
     ViewDesc v;
-    std::vector<int64_t> sizes, strides;
+    const Spec* spec = nullptr;
     uintptr_t lo = 0, hi = 0;  // byte span [lo, hi) the view can reach (empty when numel == 0)
+    size_t ndim() const { return spec->nsizes; }
+    int64_t size(size_t d) const { return spec->sizes[d]; }
+    int64_t stride(size_t d) const { return spec->strides[d]; }
+    std::string sizes_str() const { return join(spec->sizes, spec->nsizes); }
+    std::string strides_str() const { return join(spec->strides, spec->nstrides); }
+    bool same_shape(const Checked& o) const {
+        return ndim() == o.ndim() && std::equal(spec->sizes, spec->sizes + ndim(), o.spec->sizes);
+    }
+    bool shape_is(std::initializer_list<int64_t> s) const {
+        return ndim() == s.size() && std::equal(s.begin(), s.end(), spec->sizes);
+    }
 };
 
-Checked check_view(const Spec& spec, const std::string& name) {
-    const auto& [ptr, nbytes, dtype, offset, sizes, strides] = spec;
+// Fills c from spec (which must outlive c): every check of the module comment, then the coalesced view.
+void check_view(const Spec& spec, const char* name, Checked& c) {
+    const uint64_t ptr = spec.ptr;
+    const int64_t nbytes = spec.nbytes, offset = spec.offset;
+    const int dtype = spec.dtype;
+    const int64_t* sizes = spec.sizes;
+    const int64_t* strides = spec.strides;
     if (dtype < 0 || dtype >= NUM_DTYPES)
-        throw py::type_error(name + ": unknown dtype code " + std::to_string(dtype) + "; accepted: 0 to " +
+        throw py::type_error(std::string(name) + ": unknown dtype code " + std::to_string(dtype) + "; accepted: 0 to " +
                              std::to_string(NUM_DTYPES - 1) + " (fastdiff.kernels.cpu.DTYPE_CODES)");
-    if (sizes.size() != strides.size())
-        fail(name + ": " + std::to_string(sizes.size()) + " sizes but " + std::to_string(strides.size()) +
+    if (spec.nsizes != spec.nstrides)
+        fail(std::string(name) + ": " + std::to_string(spec.nsizes) + " sizes but " + std::to_string(spec.nstrides) +
              " strides");
-    if (sizes.size() > (size_t)MAX_DIMS)
-        fail(name + ": " + std::to_string(sizes.size()) + " dimensions; at most " + std::to_string(MAX_DIMS));
-    if (nbytes < 0) fail(name + ": negative buffer size " + std::to_string(nbytes));
-    if (offset < 0) fail(name + ": negative storage offset " + std::to_string(offset));
+    if (spec.nsizes > (size_t)MAX_DIMS)
+        fail(std::string(name) + ": " + std::to_string(spec.nsizes) + " dimensions; at most " + std::to_string(MAX_DIMS));
+    const size_t nd_in = spec.nsizes;
+    c.spec = &spec;
+    if (nbytes < 0) fail(std::string(name) + ": negative buffer size " + std::to_string(nbytes));
+    if (offset < 0) fail(std::string(name) + ": negative storage offset " + std::to_string(offset));
     const int64_t isz = ITEMSIZE[dtype];
     int64_t numel = 1, last = offset;
-    for (size_t d = 0; d < sizes.size(); ++d) {
-        if (sizes[d] < 0) fail(name + ": negative size in " + join(sizes));
-        if (strides[d] < 0) fail(name + ": negative stride in " + join(strides) + "; only non-negative strides are supported");
+    for (size_t d = 0; d < nd_in; ++d) {
+        if (sizes[d] < 0) fail(std::string(name) + ": negative size in " + c.sizes_str());
+        if (strides[d] < 0)
+            fail(std::string(name) + ": negative stride in " + c.strides_str() + "; only non-negative strides are supported");
         if (__builtin_mul_overflow(numel, sizes[d], &numel) || numel > ((int64_t)1 << 62))
-            fail(name + ": sizes " + join(sizes) + " hold too many elements");
+            fail(std::string(name) + ": sizes " + c.sizes_str() + " hold too many elements");
     }
-    for (size_t d = 0; d < sizes.size() && numel > 0; ++d) {
+    for (size_t d = 0; d < nd_in && numel > 0; ++d) {
         int64_t ext;
         if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &ext) || __builtin_add_overflow(last, ext, &last))
-            fail(name + ": sizes " + join(sizes) + " with strides " + join(strides) + " overflow");
+            fail(std::string(name) + ": sizes " + c.sizes_str() + " with strides " + c.strides_str() + " overflow");
     }
-    Checked c;
-    c.sizes = sizes;
-    c.strides = strides;
     c.v.dtype = dtype;
     c.v.numel = numel;
-    if (numel == 0) return c;  // nothing is ever read or written
-    if (ptr == 0) fail(name + ": null data pointer for " + std::to_string(numel) + " elements");
+    c.v.ndim = 0;
+    c.v.contiguous = true;
+    c.v.data = nullptr;
+    c.lo = c.hi = 0;
+    if (numel == 0) return;  // nothing is ever read or written
+    if (ptr == 0) fail(std::string(name) + ": null data pointer for " + std::to_string(numel) + " elements");
     const int64_t capacity = nbytes / isz;
     if (last >= capacity)
-        fail(name + ": sizes " + join(sizes) + ", strides " + join(strides) + " and offset " + std::to_string(offset) +
-             " reach element " + std::to_string(last) + " but the buffer holds " + std::to_string(capacity) +
-             " elements of " + DTYPE_NAMES[dtype]);
-    if (ptr + (uint64_t)nbytes < ptr) fail(name + ": the buffer wraps around the address space");
+        fail(std::string(name) + ": sizes " + c.sizes_str() + ", strides " + c.strides_str() + " and offset " +
+             std::to_string(offset) + " reach element " + std::to_string(last) + " but the buffer holds " +
+             std::to_string(capacity) + " elements of " + DTYPE_NAMES[dtype]);
+    if (ptr + (uint64_t)nbytes < ptr) fail(std::string(name) + ": the buffer wraps around the address space");
     const uintptr_t start = ptr + (uintptr_t)(offset * isz);
-    if (start % (uintptr_t)isz) fail(name + ": data is not aligned to its " + std::to_string(isz) + "-byte elements");
+    if (start % (uintptr_t)isz)
+        fail(std::string(name) + ": data is not aligned to its " + std::to_string(isz) + "-byte elements");
     c.lo = start;
     c.hi = ptr + (uintptr_t)((last + 1) * isz);
     c.v.data = reinterpret_cast<const char*>(start);
     // coalesce: drop size-1 dims, merge an outer dim into the next when stride_outer == stride_inner * size_inner
     int nd = 0;
-    for (size_t d = 0; d < sizes.size(); ++d) {
+    for (size_t d = 0; d < nd_in; ++d) {
         if (sizes[d] == 1) continue;
         if (nd > 0 && c.v.strides[nd - 1] == strides[d] * sizes[d]) {
             c.v.sizes[nd - 1] *= sizes[d];
@@ -101,35 +192,37 @@ Checked check_view(const Spec& spec, const std::string& name) {
     }
     c.v.ndim = nd;
     c.v.contiguous = nd == 0 || (nd == 1 && c.v.strides[0] == 1);
-    return c;
 }
 
 // An output: no element reachable by two indices (strides sorted ascending, each one past the extent of
 // the smaller ones: a sufficient condition; fastdiff/kernels/cpu.py routes other layouts through a copy).
-void check_writable(const Checked& c, const std::string& name) {
+void check_writable(const Checked& c, const char* name) {
     if (c.v.numel == 0) return;
-    std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
-    for (size_t d = 0; d < c.sizes.size(); ++d)
-        if (c.sizes[d] > 1) dims.push_back({c.strides[d], c.sizes[d]});
-    std::sort(dims.begin(), dims.end());
+    std::pair<int64_t, int64_t> dims[MAX_DIMS];  // (stride, size)
+    size_t n = 0;
+    for (size_t d = 0; d < c.ndim(); ++d)
+        if (c.size(d) > 1) dims[n++] = {c.stride(d), c.size(d)};
+    std::sort(dims, dims + n);
     int64_t extent = 0;  // largest offset reachable by the dims so far
-    for (const auto& [stride, size] : dims) {
+    for (size_t i = 0; i < n; ++i) {
+        const auto [stride, size] = dims[i];
         if (stride <= extent)
-            fail(name + ": sizes " + join(c.sizes) + " with strides " + join(c.strides) +
+            fail(std::string(name) + ": sizes " + c.sizes_str() + " with strides " + c.strides_str() +
                  " may reach an element twice; an output needs non-overlapping elements");
         extent += (size - 1) * stride;
     }
 }
 
 bool same_view(const Checked& a, const Checked& b) {
-    return a.lo == b.lo && a.v.dtype == b.v.dtype && a.sizes == b.sizes && a.strides == b.strides;
+    return a.lo == b.lo && a.v.dtype == b.v.dtype && a.same_shape(b) &&
+           std::equal(a.spec->strides, a.spec->strides + a.ndim(), b.spec->strides);
 }
 
-void check_no_partial_overlap(const Checked& out, const std::string& out_name, const Checked& in,
-                              const std::string& in_name) {
+void check_no_partial_overlap(const Checked& out, const char* out_name, const Checked& in, const char* in_name) {
     if (out.v.numel == 0 || in.v.numel == 0) return;
     if (out.lo < in.hi && in.lo < out.hi && !same_view(out, in))
-        fail(out_name + " partially overlaps " + in_name + "; an output may alias an input only as the very same view");
+        fail(std::string(out_name) + " partially overlaps " + in_name +
+             "; an output may alias an input only as the very same view");
 }
 
 // A result: dtype `dt`, exactly [rows, cols], columns adjacent and rows `stride` >= cols elements apart
@@ -142,14 +235,16 @@ struct ResultRows {
 };
 
 template <class P>
-ResultRows<P> result_rows(const Spec& spec, const std::string& name, int dt, int64_t rows, int64_t cols) {
-    const Checked c = check_view(spec, name);
-    if (c.v.dtype != dt) throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + ", expected " + DTYPE_NAMES[dt]);
-    if (c.sizes != std::vector<int64_t>{rows, cols})
-        fail(name + ": shape " + join(c.sizes) + ", expected " + join({rows, cols}));
-    const int64_t stride = rows > 1 ? c.strides[0] : cols;
-    if (c.v.numel > 0 && ((cols > 1 && c.strides[1] != 1) || stride < cols))
-        fail(name + ": strides " + join(c.strides) + "; accepted: rows at least " + std::to_string(cols) +
+ResultRows<P> result_rows(const Spec& spec, const char* name, int dt, int64_t rows, int64_t cols) {
+    Checked c;
+    check_view(spec, name, c);
+    if (c.v.dtype != dt)
+        throw py::type_error(std::string(name) + ": dtype " + DTYPE_NAMES[c.v.dtype] + ", expected " + DTYPE_NAMES[dt]);
+    if (!c.shape_is({rows, cols}))
+        fail(std::string(name) + ": shape " + c.sizes_str() + ", expected " + join({rows, cols}));
+    const int64_t stride = rows > 1 ? c.stride(0) : cols;
+    if (c.v.numel > 0 && ((cols > 1 && c.stride(1) != 1) || stride < cols))
+        fail(std::string(name) + ": strides " + c.strides_str() + "; accepted: rows at least " + std::to_string(cols) +
              " elements apart, columns adjacent");
     return {reinterpret_cast<P*>(const_cast<char*>(c.v.data)), stride};
 }
@@ -206,28 +301,47 @@ void write_raw(const Raw& r, int64_t* counts, double* moments) {
     moments[3] = r.m2;
 }
 
+// n values of E: on the stack up to K, else on the heap (no allocation for the common small calls)
+template <class E, size_t K>
+struct Buf {
+    E inl[K];
+    std::vector<E> heap;
+    E* p = inl;
+    explicit Buf(size_t n) {
+        if (n > K) {
+            heap.resize(n);
+            p = heap.data();
+        }
+    }
+    E& operator[](size_t i) { return p[i]; }
+};
+
+std::string indexed(const char* what, size_t i) { return std::string(what) + "[" + std::to_string(i) + "]"; }
+
 void tensor_stats(const std::vector<Spec>& specs, const std::vector<int64_t>& rows, const Spec& counts_spec,
                   const Spec& moments_spec, int threads) {
     if (specs.size() != rows.size())
         fail(std::to_string(specs.size()) + " tensors but " + std::to_string(rows.size()) + " row counts");
-    std::vector<ViewDesc> views;
-    views.reserve(specs.size());
+    const size_t nv = specs.size();
+    Buf<ViewDesc, 2> views(nv);
     int64_t total = 0;
-    for (size_t i = 0; i < specs.size(); ++i) {
-        const std::string name = "tensors[" + std::to_string(i) + "]";
-        views.push_back(check_view(specs[i], name).v);
-        const int64_t r = rows[i], n = views.back().numel;
+    for (size_t i = 0; i < nv; ++i) {
+        Checked c;
+        check_view(specs[i], nv == 1 ? "tensors[0]" : indexed("tensors", i).c_str(), c);
+        views[i] = c.v;
+        const int64_t r = rows[i], n = c.v.numel;
         if (r < 0 || (r == 0 && n != 0) || (r > 0 && n % r != 0))
-            fail(name + ": " + std::to_string(n) + " elements cannot be cut into " + std::to_string(r) + " equal rows");
+            fail(indexed("tensors", i) + ": " + std::to_string(n) + " elements cannot be cut into " + std::to_string(r) +
+                 " equal rows");
         total += r;
     }
     const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, total, 5);
     const auto moments = result_rows<double>(moments_spec, "moments", F64, total, 4);
     check_threads(threads);
-    std::vector<Raw> out((size_t)total);
+    Buf<Raw, 8> out((size_t)total);
     {
         py::gil_scoped_release release;
-        (g_isa == AVX2 ? avx2::tensor_stats : base::tensor_stats)(views, rows, out.data(), threads);
+        (g_isa == AVX2 ? avx2::tensor_stats : base::tensor_stats)(&views[0], rows.data(), nv, &out[0], threads);
     }
     for (int64_t r = 0; r < total; ++r) write_raw(out[(size_t)r], counts[r], moments[r]);
 }
@@ -243,19 +357,20 @@ void check_snapshot_apart(const std::vector<Checked>& w, const Checked& s) {
 
 void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const std::vector<int64_t>& offsets,
                   const Spec& counts_spec, const Spec& moments_spec, int threads) {
-    const Checked s = check_view(s_spec, "snapshot");
-    std::vector<Checked> w;
+    Checked s;
+    check_view(s_spec, "snapshot", s);
+    std::vector<Checked> w(w_specs.size());
     int64_t total = 0;
     for (size_t i = 0; i < w_specs.size(); ++i) {
         const std::string wn = "params[" + std::to_string(i) + "]";
-        w.push_back(check_view(w_specs[i], wn));
-        const int dt = w.back().v.dtype;
+        check_view(w_specs[i], wn.c_str(), w[i]);
+        const int dt = w[i].v.dtype;
         if (!is_float_dtype(dt))
             throw py::type_error(wn + ": dtype " + DTYPE_NAMES[dt] + "; accepted: float32, float64, float16, bfloat16");
         if (s.v.dtype != dt)
             throw py::type_error("snapshot: dtype " + std::string(DTYPE_NAMES[s.v.dtype]) + " but " + wn + " is " +
                                  DTYPE_NAMES[dt]);
-        if (__builtin_add_overflow(total, w.back().v.numel, &total)) fail("the parameters hold too many elements");
+        if (__builtin_add_overflow(total, w[i].v.numel, &total)) fail("the parameters hold too many elements");
     }
     if (offsets.size() != w.size())
         fail("offsets: " + std::to_string(offsets.size()) + " for " + std::to_string(w.size()) + " parameters");
@@ -296,17 +411,19 @@ void update_stats(const std::vector<Spec>& w_specs, const Spec& s_spec, const st
 }
 
 void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec& out_spec, int threads) {
-    const Checked a = check_view(a_spec, "a"), b = check_view(b_spec, "b");
-    if (a.sizes != b.sizes) fail("b has shape " + join(b.sizes) + " but a has shape " + join(a.sizes) + "; they must match");
+    Checked a, b;
+    check_view(a_spec, "a", a);
+    check_view(b_spec, "b", b);
+    if (!a.same_shape(b)) fail("b has shape " + b.sizes_str() + " but a has shape " + a.sizes_str() + "; they must match");
     const int64_t n = a.v.numel;
     if (rows < 0 || (rows == 0 && n != 0) || (rows > 0 && n % rows != 0))
         fail(std::to_string(n) + " elements cannot be cut into " + std::to_string(rows) + " equal rows");
     const auto out = result_rows<double>(out_spec, "out", F64, rows, 6);
     check_threads(threads);
-    std::vector<PairRaw> res((size_t)rows);
+    Buf<PairRaw, 8> res((size_t)rows);
     {
         py::gil_scoped_release release;
-        (g_isa == AVX2 ? avx2::pair_stats : base::pair_stats)(a.v, b.v, rows, res.data(), threads);
+        (g_isa == AVX2 ? avx2::pair_stats : base::pair_stats)(a.v, b.v, rows, &res[0], threads);
     }
     for (int64_t r = 0; r < rows; ++r) {
         const PairRaw& p = res[(size_t)r];
@@ -321,17 +438,26 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
                 int clip_mode, double lo, double hi, const std::optional<Spec>& scale_spec, const Spec& prev_spec,
                 const std::optional<Spec>& x0_spec, bool want_stats, const Spec& clipped_spec, const Spec& counts_spec,
                 const Spec& moments_spec, int threads) {
+    static const char* const HISTORY_NAMES[MAX_HISTORY] = {"history[0]", "history[1]", "history[2]", "history[3]"};
     StepArgs A;
-    const Checked x = check_view(x_spec, "x");
+    // the views read (x, model_output, uncond, noise, history...; then out, for x0_out's checks)
+    constexpr int MAX_INPUTS = 5 + MAX_HISTORY;
+    Checked in[MAX_INPUTS];
+    const char* in_name[MAX_INPUTS];
+    int n_in = 0;
+    Checked& x = in[n_in];
+    in_name[n_in++] = "x";
+    check_view(x_spec, "x", x);
     if (!is_float_dtype(x.v.dtype))
         throw py::type_error(std::string("x: dtype ") + DTYPE_NAMES[x.v.dtype] + "; accepted: float32, float64, float16, bfloat16");
-    std::vector<std::pair<Checked, std::string>> inputs = {{x, "x"}};
-    auto input = [&](const Spec& spec, const std::string& name) {
-        Checked c = check_view(spec, name);
+    auto input = [&](const Spec& spec, const char* name) -> const ViewDesc& {
+        Checked& c = in[n_in];
+        in_name[n_in++] = name;
+        check_view(spec, name, c);
         if (!is_float_dtype(c.v.dtype))
-            throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + "; accepted: float32, float64, float16, bfloat16");
-        if (c.sizes != x.sizes) fail(name + " has shape " + join(c.sizes) + " but x has shape " + join(x.sizes));
-        inputs.push_back({c, name});
+            throw py::type_error(std::string(name) + ": dtype " + DTYPE_NAMES[c.v.dtype] +
+                                 "; accepted: float32, float64, float16, bfloat16");
+        if (!c.same_shape(x)) fail(std::string(name) + " has shape " + c.sizes_str() + " but x has shape " + x.sizes_str());
         return c.v;
     };
     A.x = x.v;
@@ -341,24 +467,26 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     if (h_specs.size() > (size_t)MAX_HISTORY)
         fail("at most " + std::to_string(MAX_HISTORY) + " history tensors are supported; got " + std::to_string(h_specs.size()));
     A.num_hist = (int)h_specs.size();
-    for (int k = 0; k < A.num_hist; ++k) A.h[k] = input(h_specs[k], "history[" + std::to_string(k) + "]");
+    for (int k = 0; k < A.num_hist; ++k) A.h[k] = input(h_specs[k], HISTORY_NAMES[k]);
 
     // coefficients: NUM_COEFS (15) host values, or row `index` of a float64 [steps, NUM_COEFS] table
     if (table_spec.has_value() != index_spec.has_value()) fail("a coefficient table needs both table and index");
     if (table_spec) {
         if (!coeffs.empty()) fail("pass either coeffs or a table, not both");
-        const Checked t = check_view(*table_spec, "table"), ix = check_view(*index_spec, "index");
-        if (t.v.dtype != F64 || t.sizes.size() != 2 || t.sizes[1] != NUM_COEFS)
+        Checked t, ix;
+        check_view(*table_spec, "table", t);
+        check_view(*index_spec, "index", ix);
+        if (t.v.dtype != F64 || t.ndim() != 2 || t.size(1) != NUM_COEFS)
             fail("table: expected float64 [steps, " + std::to_string(NUM_COEFS) + "], got " + DTYPE_NAMES[t.v.dtype] +
-                 " " + join(t.sizes));
+                 " " + t.sizes_str());
         if (ix.v.dtype != I64 || ix.v.numel != 1) fail("index: expected one int64 element");
         const int64_t i = *reinterpret_cast<const int64_t*>(ix.v.data);
-        if (i < 0 || i >= t.sizes[0])
+        if (i < 0 || i >= t.size(0))
             throw py::index_error("coefficient table index " + std::to_string(i) + " is out of range for " +
-                                  std::to_string(t.sizes[0]) + " steps");
-        const double* row = reinterpret_cast<const double*>(t.v.data) + i * t.strides[0];
+                                  std::to_string(t.size(0)) + " steps");
+        const double* row = reinterpret_cast<const double*>(t.v.data) + i * t.stride(0);
         for (int k = 0; k < NUM_COEFS; ++k) {
-            const double c = row[k * t.strides[1]];
+            const double c = row[k * t.stride(1)];
             // as the torch backend: the row is converted to the compute dtype, then tested for zero
             A.coef[k] = x.v.dtype == F64 ? c : (double)(float)c;
         }
@@ -370,7 +498,7 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     A.guidance = guidance;
 
     const int64_t numel = x.v.numel;
-    A.rows = x.sizes.empty() ? 1 : x.sizes[0];
+    A.rows = x.ndim() == 0 ? 1 : x.size(0);
     A.inner = A.rows ? numel / A.rows : 0;
     if (clip_mode < 0 || clip_mode > 2) fail("clip_mode=" + std::to_string(clip_mode) + "; accepted: 0, 1, 2");
     A.clip_mode = clip_mode;
@@ -381,26 +509,29 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     }
     if (clip_mode == 2) {
         if (!scale_spec) fail("clip_mode=2 needs the per-sample scale");
-        if (x.sizes.empty() || numel == 0) fail("dynamic thresholding needs x with samples along dim 0");
-        const Checked s = check_view(*scale_spec, "scale");
-        if (s.v.dtype != F32 || s.sizes != std::vector<int64_t>{A.rows})
-            fail("scale: expected float32 [" + std::to_string(A.rows) + "], got " + DTYPE_NAMES[s.v.dtype] + " " + join(s.sizes));
-        A.scale = s.v;
+        if (x.ndim() == 0 || numel == 0) fail("dynamic thresholding needs x with samples along dim 0");
+        Checked sc;
+        check_view(*scale_spec, "scale", sc);
+        if (sc.v.dtype != F32 || !sc.shape_is({A.rows}))
+            fail("scale: expected float32 [" + std::to_string(A.rows) + "], got " + DTYPE_NAMES[sc.v.dtype] + " " + sc.sizes_str());
+        A.scale = sc.v;
     }
 
-    const Checked prev = check_view(prev_spec, "out");
-    auto output = [&](const Checked& c, const std::string& name) {
+    Checked prev, x0;
+    check_view(prev_spec, "out", prev);
+    auto output = [&](const Checked& c, const char* name) {
         if (c.v.dtype != x.v.dtype)
-            throw py::type_error(name + ": dtype " + DTYPE_NAMES[c.v.dtype] + " but x is " + DTYPE_NAMES[x.v.dtype]);
-        if (c.sizes != x.sizes) fail(name + " has shape " + join(c.sizes) + " but x has shape " + join(x.sizes));
+            throw py::type_error(std::string(name) + ": dtype " + DTYPE_NAMES[c.v.dtype] + " but x is " + DTYPE_NAMES[x.v.dtype]);
+        if (!c.same_shape(x)) fail(std::string(name) + " has shape " + c.sizes_str() + " but x has shape " + x.sizes_str());
         check_writable(c, name);
-        for (const auto& [in, in_name] : inputs) check_no_partial_overlap(c, name, in, in_name);
+        for (int i = 0; i < n_in; ++i) check_no_partial_overlap(c, name, in[i], in_name[i]);
     };
     output(prev, "out");
     A.prev = prev.v;
     if ((A.has_x0 = x0_spec.has_value())) {
-        const Checked x0 = check_view(*x0_spec, "x0_out");
-        inputs.push_back({prev, "out"});
+        check_view(*x0_spec, "x0_out", x0);
+        in[n_in] = prev;
+        in_name[n_in++] = "out";
         output(x0, "x0_out");
         A.x0 = x0.v;
     }
