@@ -62,7 +62,24 @@ class _EulerStep(FusedScheduler):
         return self._output(prev_sample=prev, pred_original_sample=r.pred_x0)
 
 
-class FastEulerDiscreteScheduler(_EulerStep, EulerDiscreteScheduler):
+class _VEInputScale(_EulerStep):
+    """The Euler parents' input scaling, planned (EDM Euler, also an _EulerStep, scales its own way)."""
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+        """As the parents': sample / (sigma^2 + 1)^0.5, the divisor made by their own tensor operations once per
+        step index and schedule (base._planned) instead of at every call: the same result, bit for bit."""
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        divisor = self._planned(("scale", self.step_index), self._input_divisor, self.step_index)
+        self.is_scale_input_called = True
+        return sample / divisor
+
+    def _input_divisor(self, i: int) -> torch.Tensor:
+        sigma = self.sigmas[i]
+        return (sigma**2 + 1) ** 0.5
+
+
+class FastEulerDiscreteScheduler(_VEInputScale, EulerDiscreteScheduler):
     """diffusers' EulerDiscreteScheduler with a fused `step()` (`euler_coeffs`, churn included)."""
 
     _parent = EulerDiscreteScheduler
@@ -91,7 +108,7 @@ class FastEulerDiscreteScheduler(_EulerStep, EulerDiscreteScheduler):
         return self._euler_step(model_output, timestep, sample, coeffs, generator, return_dict, key)
 
 
-class FastEulerAncestralDiscreteScheduler(_EulerStep, EulerAncestralDiscreteScheduler):
+class FastEulerAncestralDiscreteScheduler(_VEInputScale, EulerAncestralDiscreteScheduler):
     """diffusers' EulerAncestralDiscreteScheduler with a fused `step()` (`euler_ancestral_coeffs`, eta = 1).
     (prediction_type="sample", which the parent's step refuses, goes to the parent's step.)"""
 
