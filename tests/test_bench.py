@@ -124,12 +124,32 @@ def test_readme_table_from_results(tmp_path, quick_run):
     assert f"`{result['command']}`" in text and "cpu-test.json" in text and "cpu-test-quick" not in text
     assert "**GPU**: unmeasured" in text
     assert result["environment"]["device"] in text
+    # the latency suite's summary, per latent: scheduler loops as diffusers / fastdiff, host overhead, stats
+    assert "| SD 1.5 latent (16,384) |" in text and "DDIM step" in text and "host overhead" in text
     # the same through the command line
     os.remove(path)
     assert main(["bench", "--readme", "--out", str(tmp_path)]) == 0
     assert (tmp_path / readme.TABLE_FILE).read_text() == text
     with pytest.raises(SystemExit, match="does not exist"):
         main(["bench", "--readme", "--out", str(tmp_path / "nowhere")])
+
+
+def test_latency_table_reads_ratios_and_overheads_from_the_rows():
+    from fastdiff.bench import latency
+
+    def row(op, provider, ms):
+        return {"suite": "latency", "shape": "SD 1.5 latent", "size": 16384, "op": op, "provider": provider,
+                "median_ms": ms}  # fmt: skip
+
+    rows = [row("loop:DDIM", "diffusers", 0.09), row("loop:DDIM", "fastdiff", 0.045),
+            row("fused_step", "fastdiff", 0.030), row("fused_step", "fastdiff-backend-call", 0.018),
+            row("tensor_stats", "fastdiff", 0.02), row("tensor_stats", "naive-item", 0.1)]  # fmt: skip
+    table = latency.table(rows).splitlines()
+    assert table[0] == "| latent | DDIM step | fused_step: host overhead | tensor_stats().to_dict() vs 8 .item() |"
+    assert (
+        table[2] == "| SD 1.5 latent (16,384) | 2.00x (45 µs vs 90 µs) | 12 µs (call 30 µs) | 5.00x (20 µs vs 100 µs) |"
+    )
+    assert latency.table([{**r, "suite": "stats"} for r in rows]) == ""
 
 
 def test_committed_readme_table_is_rendered_from_the_committed_results():

@@ -22,8 +22,17 @@ from .report import headline_table
 TABLE_FILE = "README-table.md"
 
 
-def load_results(results_dir: str) -> list[dict]:
-    """The full-run result documents in results_dir (sorted by file name)."""
+LATENCY_INTRO = (
+    "At the sizes people sample: a scheduler column is per step of a 20-step loop without a model "
+    "(`set_timesteps`, then `scale_model_input` + `step`), as diffusers / fastdiff time (above 1: fastdiff is "
+    "faster); the host overhead is `fastdiff.fused_step` minus its backend call alone; stats are "
+    "`tensor_stats(x).to_dict()` against the 8 `.item()` calls."
+)
+
+
+def load_results(results_dir: str, suite: str | None = None) -> list[dict]:
+    """The full-run result documents in results_dir (sorted by file name); with `suite`, the runs of that suite
+    alone instead (e.g. `fastdiff bench --suite latency`). Quick runs are never read."""
     docs = []
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         try:
@@ -31,11 +40,23 @@ def load_results(results_dir: str) -> list[dict]:
                 doc = json.load(f)
         except (OSError, json.JSONDecodeError):
             continue
-        if doc.get("schema", "").startswith("fastdiff-bench/") and doc["settings"].get("all_suites"):
-            if not doc["settings"].get("quick"):
-                doc["_file"] = os.path.basename(path)
-                docs.append(doc)
+        if not doc.get("schema", "").startswith("fastdiff-bench/") or doc["settings"].get("quick"):
+            continue
+        full = doc["settings"].get("all_suites")
+        if (suite is None and full) or (suite is not None and not full and doc["settings"]["suites"] == [suite]):
+            doc["_file"] = os.path.basename(path)
+            docs.append(doc)
     return docs
+
+
+def _heading(doc: dict, what: str = "") -> str:
+    env = doc["environment"]
+    return (
+        f"**{'GPU' if doc['settings']['device'] != 'cpu' else 'CPU'}{what}: {env['device']}**"
+        f" ({env.get('torch_threads')} torch threads; torch {env['torch']}; load average "
+        f"{env.get('load_average_start')} at start, {env.get('load_average_end')} at end; {env.get('date')}) — "
+        f"`{doc['command']}` → `benchmarks/results/{doc['_file']}`"
+    )
 
 
 def render(results_dir: str) -> str:
@@ -50,29 +71,15 @@ def render(results_dir: str) -> str:
     ]
     kinds = {doc["settings"]["device"].split(":")[0] for doc in docs}
     for doc in docs:
-        env = doc["environment"]
-        threads = env.get("torch_threads")
-        lines += [
-            "",
-            f"**{'GPU' if doc['settings']['device'] != 'cpu' else 'CPU'}: {env['device']}**"
-            f" ({threads} torch threads; torch {env['torch']}; load average {env.get('load_average_start')} at "
-            f"start, {env.get('load_average_end')} at end; {env.get('date')}) — "
-            f"`{doc['command']}` → `benchmarks/results/{doc['_file']}`",
-            "",
-            headline_table(doc),
-        ]
+        lines += ["", _heading(doc), "", headline_table(doc)]
         copy = doc.get("copy_bandwidth")
         if copy:
             lines += ["", f"Copy bandwidth measured in the same run: {copy['gbps']:.1f} GB/s."]
         small = latency.table(doc["rows"])
         if small:
-            lines += [
-                "",
-                "At the sizes people sample (same run; per step of a 20-step loop without a model, "
-                "`scale_model_input` + `step`; ratio = diffusers / fastdiff time, above 1 is faster):",
-                "",
-                small,
-            ]
+            lines += ["", LATENCY_INTRO, "", small]
+    for doc in load_results(results_dir, suite="latency"):
+        lines += ["", _heading(doc, " latency"), "", LATENCY_INTRO, "", latency.table(doc["rows"])]
     if "cpu" not in kinds:
         lines += ["", "**CPU**: unmeasured (no committed CPU results)."]
     if "cuda" not in kinds:
