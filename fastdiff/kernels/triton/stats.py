@@ -453,7 +453,9 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
                row_stride, p.sizes[1], p.sizes[2], t1, t2, t3, ACC=acc_dtype(x.dtype), LAYOUT=int(p.contiguous),
                ROWS=config.ROWS, COLS=config.COLS, num_warps=config.ROWS_WARPS)  # fmt: skip
         return counts, moments
-    if not p.contiguous:
+    layout = layout_kind(p, [x], tile.vec)
+    if layout < 2:  # strided, or rows not aligned for vector loads: one element per load (per-element
+        # addresses in VEC-wide tiles cost the registers of a second program per SM)
         tile = config.stats_tile(x.dtype, vector=False)
     C = _programs_per_row(p.inner, p.rows, tile.size, x.device)
     P = p.rows * C
@@ -479,7 +481,7 @@ def tensor_stats(x: torch.Tensor, per_sample: bool) -> tuple[torch.Tensor, torch
         tail_program(p.inner, tile.size, C),
         ACC=acc_dtype(x.dtype),
         TABLE=False,
-        LAYOUT=layout_kind(p, [x], tile.vec),
+        LAYOUT=layout,
         SUB=tile.sub,
         NT=tile.threads,
         VEC=tile.vec,
@@ -508,7 +510,8 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
                p.sizes[2], *p.strides[0], *p.strides[1], LAYOUT=int(p.contiguous), ROWS=config.ROWS,
                COLS=config.COLS, num_warps=config.ROWS_WARPS)  # fmt: skip
         return out
-    if not p.contiguous:
+    layout = layout_kind(p, [a, b], tile.vec)
+    if layout < 2:  # strided or not aligned for vector loads: one element per load (as tensor_stats)
         tile = config.pair_tile(vector=False)
     C = _programs_per_row(p.inner, p.rows, tile.size, a.device)
     P = p.rows * C
@@ -526,7 +529,7 @@ def pair_stats(a: torch.Tensor, b: torch.Tensor, per_sample: bool) -> torch.Tens
         *p.strides[1],
         C,
         tail_program(p.inner, tile.size, C),
-        LAYOUT=layout_kind(p, [a, b], tile.vec),
+        LAYOUT=layout,
         SUB=tile.sub,
         NT=tile.threads,
         VEC=tile.vec,
@@ -586,7 +589,7 @@ def _build_tables(xs: list[torch.Tensor]):
     part = 0
     merge_rows = [[0, 0, i, 1] for i in range(len(xs))]
     for (dtype, layout), members in groups.items():
-        tile = config.stats_tile(dtype, vector=layout > 0)
+        tile = config.stats_tile(dtype, vector=layout == 2)  # as tensor_stats: vector tiles where aligned
         total = sum(p.inner for _, _, p in members)
         seg0, prog0, part0 = len(seg_rows), len(prog_rows), part
         for local_seg, (i, x, p) in enumerate(members):
