@@ -23,7 +23,6 @@ import math
 
 import torch
 
-from .. import schedule as sch
 from ..schedule import Schedule
 from ..step import StepCoeffs
 from . import ladders
@@ -148,13 +147,10 @@ def dpm_2(
     if sigma_schedule == "karras":  # diffusers' KDPM2 rounds these (and only these) timesteps
         times = times.round()
     sig = [float(s) for s in sig]
-
-    def time_of(s: float, i: int | None = None) -> float:
-        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
-        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+    time_of = ladders.level_times(times, schedule)
 
     steps, _ = dpm2_plan(
-        sig, p, ancestral=ancestral, s_noise=s_noise, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5
+        sig, p, ancestral=ancestral, s_noise=s_noise, time_of=time_of, input_scale_of=ladders.ve_input_scale
     )
     options = dict(ancestral=ancestral, timestep_spacing=timestep_spacing, sigma_schedule=sigma_schedule)
     name = "dpm_2_ancestral" if ancestral else "dpm_2"

@@ -54,6 +54,21 @@ def _convert(kind: str | None, sigmas: torch.Tensor, n: int, sigma_min, sigma_ma
     return sch.beta_sigmas(lo, hi, n)
 
 
+def level_times(times: torch.Tensor, schedule: Schedule):
+    """`time_of(s, i)` of the two-stage VE samplers (DPM-2, DPM++ SDE, DPM++ 2S a): the ladder's time of level i,
+    or, for an intermediate level (i None), sigma s's fractional timestep as diffusers interpolates it."""
+
+    def time_of(s: float, i: int | None = None) -> float:
+        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+
+    return time_of
+
+
+def ve_input_scale(s: float) -> float:
+    """The model input's scale at VE level s: 1 / sqrt(s^2 + 1) (diffusers' `scale_model_input`)."""
+    return (s * s + 1.0) ** -0.5
+
+
 def euler_ladder(
     schedule: Schedule,
     num_inference_steps: int,

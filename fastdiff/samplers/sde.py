@@ -28,7 +28,6 @@ from dataclasses import replace
 
 import torch
 
-from .. import schedule as sch
 from ..schedule import Schedule
 from ..step import StepCoeffs
 from . import ladders
@@ -175,13 +174,10 @@ def dpmpp_sde(
         sigma_schedule=sigma_schedule,
     )
     sig = [float(s) for s in sig]
-
-    def time_of(s: float, i: int | None = None) -> float:
-        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
-        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
+    time_of = ladders.level_times(times, schedule)
 
     steps, _ = dpmpp_sde_plan(
-        sig, p, s_noise=s_noise, brownian_stages=True, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5
+        sig, p, s_noise=s_noise, brownian_stages=True, time_of=time_of, input_scale_of=ladders.ve_input_scale
     )
     options = dict(timestep_spacing=timestep_spacing, sigma_schedule=sigma_schedule, s_noise=s_noise)
     return Sampler("dpmpp_sde", p, tuple(steps), math.sqrt(sig[0] ** 2 + 1.0), torch.float32, options, "ve")

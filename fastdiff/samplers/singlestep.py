@@ -35,7 +35,6 @@ from dataclasses import replace
 
 import torch
 
-from .. import schedule as sch
 from ..schedule import Schedule
 from ..step import StepCoeffs
 from . import ladders
@@ -315,13 +314,8 @@ def dpmpp_2s_ancestral(
         sigma_schedule=sigma_schedule,
     )
     sig = [float(s) for s in sig]
+    time_of = ladders.level_times(times, schedule)
 
-    def time_of(s: float, i: int | None = None) -> float:
-        """The ladder's time of level i; an intermediate level's fractional timestep, as diffusers interpolates it."""
-        return float(times[i]) if i is not None else float(sch.sigma_to_timestep(torch.tensor([s]), schedule)[0])
-
-    steps, _ = dpmpp_2s_plan(
-        sig, p, eta=eta, s_noise=s_noise, time_of=time_of, input_scale_of=lambda s: (s * s + 1.0) ** -0.5
-    )
+    steps, _ = dpmpp_2s_plan(sig, p, eta=eta, s_noise=s_noise, time_of=time_of, input_scale_of=ladders.ve_input_scale)
     options = dict(eta=eta, timestep_spacing=timestep_spacing, sigma_schedule=sigma_schedule)
     return Sampler("dpmpp_2s_ancestral", p, tuple(steps), math.sqrt(sig[0] ** 2 + 1.0), torch.float32, options, "ve")
