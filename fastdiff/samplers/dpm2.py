@@ -100,21 +100,27 @@ def dpm2_plan(
             continue
         mid = dpm2_midpoint(s, down) if midpoints is None else float(midpoints[i])
         c1 = euler_coeffs(s, mid, prediction_type)
-        steps.append(PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid))
         c2 = dpm2_correction_coeffs(s, mid, down, prediction_type, up, s_noise)
-        steps.append(
-            PlannedStep(
-                c2,
-                time_of(mid),
-                input_scale_of(mid),
-                history=(("x", len(steps) - 1),),
-                sigma=mid,
-                sigma_next=s_next,
-                noise_at=noise_at,
-            )
-        )
+        steps += two_stages(c1, c2, i, s, mid, s_next, len(steps), time_of, input_scale_of, noise_at)
         outer += [i, i]
     return steps, outer
+
+
+def two_stages(c1, c2, i, s, mid, s_next, first, time_of, input_scale_of, noise_at) -> list[PlannedStep]:
+    """Outer step i of a two-stage sampler (DPM-2, DPM++ 2S a): c1 from level s to the midpoint `mid`, then c2
+    from `mid` to s_next reading the sample before the first stage (step `first`) as its history."""
+    return [
+        PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid),
+        PlannedStep(
+            c2,
+            time_of(mid),
+            input_scale_of(mid),
+            history=(("x", first),),
+            sigma=mid,
+            sigma_next=s_next,
+            noise_at=noise_at,
+        ),  # fmt: skip
+    ]
 
 
 def dpm_2(

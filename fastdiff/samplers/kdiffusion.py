@@ -183,6 +183,16 @@ def _initial_churn(x: torch.Tensor, sig: list[float], scale: float, s_churn: flo
     return x + scale * z.to(x.device, x.dtype) if scale else x
 
 
+def _run_churned(model, x, sig, dtype, body, churn, draw, extra_args, callback, disable, clip):
+    """The loop of an algorithm-2 sampler (Euler, Heun, DPM-2): its steps from `body` (`_churned`), the first
+    churn outside a fused step, the rest inside; churn = (s_churn, s_tmin, s_tmax, s_noise), draw = (noise_sampler,
+    generator)."""
+    steps, outer, first = _churned(sig, *churn, body)
+    noise = _Noise(x, sig, dtype, *draw, brownian=False)
+    x = _initial_churn(x, sig, first, churn[0], noise)
+    return _run(model, x, steps, extra_args, callback, disable, clip=clip, noise=noise, outer=outer)
+
+
 @torch.no_grad()
 def sample_euler(
     model, x, sigmas, extra_args=None, callback=None, disable=None,
@@ -194,10 +204,8 @@ def sample_euler(
     def body(i, hat, base):
         return [PlannedStep(euler_coeffs(hat, sig[i + 1], SAMPLE), hat, sigma=sig[i], sigma_next=sig[i + 1])]
 
-    steps, outer, first = _churned(sig, s_churn, s_tmin, s_tmax, s_noise, body)
-    noise = _Noise(x, sig, dtype, noise_sampler, generator, brownian=False)
-    x = _initial_churn(x, sig, first, s_churn, noise)
-    return _run(model, x, steps, extra_args, callback, disable, clip=clip, noise=noise, outer=outer)
+    churn, draw = (s_churn, s_tmin, s_tmax, s_noise), (noise_sampler, generator)
+    return _run_churned(model, x, sig, dtype, body, churn, draw, extra_args, callback, disable, clip)
 
 
 @torch.no_grad()
@@ -221,10 +229,8 @@ def sample_heun(
         )
         return [first, second]
 
-    steps, outer, first = _churned(sig, s_churn, s_tmin, s_tmax, s_noise, body)
-    noise = _Noise(x, sig, dtype, noise_sampler, generator, brownian=False)
-    x = _initial_churn(x, sig, first, s_churn, noise)
-    return _run(model, x, steps, extra_args, callback, disable, clip=clip, noise=noise, outer=outer)
+    churn, draw = (s_churn, s_tmin, s_tmax, s_noise), (noise_sampler, generator)
+    return _run_churned(model, x, sig, dtype, body, churn, draw, extra_args, callback, disable, clip)
 
 
 @torch.no_grad()
@@ -249,10 +255,8 @@ def sample_dpm_2(
         )
         return [first, second]
 
-    steps, outer, first = _churned(sig, s_churn, s_tmin, s_tmax, s_noise, body)
-    noise = _Noise(x, sig, dtype, noise_sampler, generator, brownian=False)
-    x = _initial_churn(x, sig, first, s_churn, noise)
-    return _run(model, x, steps, extra_args, callback, disable, clip=clip, noise=noise, outer=outer)
+    churn, draw = (s_churn, s_tmin, s_tmax, s_noise), (noise_sampler, generator)
+    return _run_churned(model, x, sig, dtype, body, churn, draw, extra_args, callback, disable, clip)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import torch
 from ..schedule import Schedule
 from ..step import StepCoeffs
 from . import ladders
+from .dpm2 import two_stages
 from .dpmsolver import SOLVER_TYPES
 from .euler import _check_sigmas, ancestral_step, euler_coeffs
 from .plan import (
@@ -270,18 +271,7 @@ def dpmpp_2s_plan(
             outer.append(i)
             continue
         c1, c2, mid = dpmpp_2s_coeffs(s, down, prediction_type, up, s_noise)
-        steps.append(PlannedStep(c1, time_of(s, i), input_scale_of(s), sigma=s, sigma_next=mid))
-        steps.append(
-            PlannedStep(
-                c2,
-                time_of(mid),
-                input_scale_of(mid),
-                history=(("x", len(steps) - 1),),
-                sigma=mid,
-                sigma_next=s_next,
-                noise_at=noise_at,
-            )
-        )
+        steps += two_stages(c1, c2, i, s, mid, s_next, len(steps), time_of, input_scale_of, noise_at)
         outer += [i, i]
     return steps, outer
 
