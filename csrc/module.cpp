@@ -432,12 +432,11 @@ void pair_stats(const Spec& a_spec, const Spec& b_spec, int64_t rows, const Spec
     }
 }
 
-void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec>& u_spec,
+py::bytearray fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec>& u_spec,
                 const std::optional<Spec>& z_spec, const std::vector<Spec>& h_specs, const std::vector<double>& coeffs,
                 const std::optional<Spec>& table_spec, const std::optional<Spec>& index_spec, double guidance,
                 int clip_mode, double lo, double hi, const std::optional<Spec>& scale_spec, const Spec& prev_spec,
-                const std::optional<Spec>& x0_spec, bool want_stats, const Spec& clipped_spec, const Spec& counts_spec,
-                const Spec& moments_spec, int threads) {
+                const std::optional<Spec>& x0_spec, bool want_stats, int threads) {
     static const char* const HISTORY_NAMES[MAX_HISTORY] = {"history[0]", "history[1]", "history[2]", "history[3]"};
     StepArgs A;
     // the views read (x, model_output, uncond, noise, history...; then out, for x0_out's checks)
@@ -537,9 +536,6 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
     }
     A.want_stats = want_stats;
     A.stream = numel * ITEMSIZE[x.v.dtype] >= STREAM_BYTES;
-    int64_t* clipped = result_rows<int64_t>(clipped_spec, "clipped", I64, 1, 1)[0];
-    const auto counts = result_rows<int64_t>(counts_spec, "counts", I64, 2, 5);
-    const auto moments = result_rows<double>(moments_spec, "moments", F64, 2, 4);
     check_threads(threads);
 
     StepOut out;
@@ -547,9 +543,20 @@ void fused_step(const Spec& x_spec, const Spec& o_spec, const std::optional<Spec
         py::gil_scoped_release release;
         (g_isa == AVX2 ? avx2::fused_step : base::fused_step)(A, &out, threads);
     }
-    *clipped = out.clipped;
-    write_raw(out.prev, counts[0], moments[0]);
-    write_raw(out.x0, counts[1], moments[1]);
+    // the results as one packed buffer (no tensor to allocate per call): the clipped count, then the raw rows
+    // (fastdiff.stats: 5 int64 counts, then 4 float64 moments) of x' and x0 — 19 eight-byte words
+    struct Packed {
+        int64_t clipped;
+        struct Row {
+            int64_t counts[5];
+            double moments[4];
+        } rows[2];
+    } words;
+    static_assert(sizeof(Packed) == 19 * 8, "the packed step result is 19 words without padding");
+    words.clipped = out.clipped;
+    write_raw(out.prev, words.rows[0].counts, words.rows[0].moments);
+    write_raw(out.x0, words.rows[1].counts, words.rows[1].moments);
+    return py::bytearray(reinterpret_cast<const char*>(&words), sizeof(words));
 }
 
 }  // namespace
@@ -578,8 +585,9 @@ PYBIND11_MODULE(_cpu, m) {
     m.def("fused_step", &fd::fused_step, py::arg("x"), py::arg("model_output"), py::arg("uncond"), py::arg("noise"),
           py::arg("history"), py::arg("coeffs"), py::arg("table"), py::arg("index"), py::arg("guidance"),
           py::arg("clip_mode"), py::arg("lo"), py::arg("hi"), py::arg("scale"), py::arg("out"), py::arg("x0_out"),
-          py::arg("want_stats"), py::arg("clipped"), py::arg("counts"), py::arg("moments"), py::arg("threads"),
-          "The generic step (fastdiff/step.py) in one pass; clipped count and raw stats of the stored x' and x0.");
+          py::arg("want_stats"), py::arg("threads"),
+          "The generic step (fastdiff/step.py) in one pass. Returns 19 int64 words (bytearray): the clipped count, "
+          "then the raw stats rows (5 counts, 4 float64 moments) of the stored x' and x0 (fastdiff.kernels.cpu).");
     m.def("jsonl_rows", &fd::jsonl_rows, py::arg("kind"), py::arg("steps"), py::arg("names"), py::arg("roles"),
           py::arg("int_fields"), py::arg("ints"), py::arg("float_fields"), py::arg("floats"),
           "One JSONL line per row of a block of probe records (fastdiff/probe/encode.py); names and roles "

@@ -150,9 +150,7 @@ def multi_tensor_stats(tensors: Sequence[torch.Tensor], *, backend: str = "auto"
 
 def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether the memory ranges of a and b intersect (a conservative test on storage spans)."""
-    if a.numel() == 0 or b.numel() == 0:
-        return False
-    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or a.numel() == 0 or b.numel() == 0:
         return False
 
     def span(t):
@@ -356,24 +354,12 @@ def fused_step(
     elif return_x0:
         x0_out = memory.empty_like(x)
 
+    # StepLaunch(x, out, uncond, guidance, noise, history, coeffs, table, table_index, clip_lo, clip_hi,
+    #            threshold_scale, prev_out, x0_out, want_stats, philox): positional, on the hot path
     launch = StepLaunch(
-        x=x,
-        out=model_output,
-        uncond=uncond,
-        guidance=float(guidance_scale),
-        noise=noise,
-        history=history,
-        coeffs=vector,
-        table=table,
-        table_index=index,
-        clip_lo=clip_lo,
-        clip_hi=clip_hi,
-        threshold_scale=scale,
-        prev_out=out,
-        x0_out=x0_out,
-        want_stats=bool(stats),
-        philox=philox if noise is None else None,
-    )
+        x, model_output, uncond, float(guidance_scale), noise, history, vector, table, index, clip_lo, clip_hi,
+        scale, out, x0_out, bool(stats), philox if noise is None else None,
+    )  # fmt: skip
     clipped, raw = impl.fused_step(launch)
     if philox is not None:
         philox.advance(x.numel())

@@ -243,20 +243,36 @@ class StepResult:
     prev_sample: x' (dtype of x). pred_x0: the clipped x0 when asked for, else None.
     clipped: int64 0-d count of x0 elements the clip changed. stats / x0_stats: `TensorStats` of the
     stored x' and x0c when `stats=True`, else None (made when first read, from the kernel's raw rows).
+
+    A backend may hand `clipped` and `raw` ((counts [2, 5], moments [2, 4]): rows x', x0) over as functions
+    that make them (the C++ backend's packed words): they are called when first read, so a loop that never
+    reads them allocates no tensor for them.
     """
 
-    __slots__ = ("prev_sample", "pred_x0", "clipped", "_raw", "_stats", "_x0_stats")
+    __slots__ = ("prev_sample", "pred_x0", "_clipped", "_raw", "_stats", "_x0_stats")
 
     def __init__(self, prev_sample, pred_x0, clipped, stats=None, x0_stats=None, *, raw=None):
         self.prev_sample = prev_sample
         self.pred_x0 = pred_x0
-        self.clipped = clipped
+        self._clipped = clipped
         self._stats, self._x0_stats = stats, x0_stats
-        self._raw = raw  # (counts [2, 5], moments [2, 4]): rows x', x0
+        self._raw = raw
+
+    @property
+    def clipped(self) -> torch.Tensor:
+        if callable(self._clipped):
+            self._clipped = self._clipped()
+        return self._clipped
+
+    @clipped.setter
+    def clipped(self, value) -> None:
+        self._clipped = value
 
     def _from_raw(self, row: int):
         from .stats import TensorStats
 
+        if callable(self._raw):
+            self._raw = self._raw()
         return TensorStats(self._raw[0][row], self._raw[1][row])
 
     @property

@@ -511,10 +511,7 @@ def step_call(**change):
     args = dict(
         x=cpu.view_spec(x), model_output=cpu.view_spec(torch.randn(2, 8)), uncond=None, noise=None, history=[],
         coeffs=list(ddim().vector()), table=None, index=None, guidance=1.0, clip_mode=0, lo=-1.0, hi=1.0,
-        scale=None, out=cpu.view_spec(torch.empty(2, 8)), x0_out=None, want_stats=True,
-        clipped=cpu.view_spec(torch.zeros(1, 1, dtype=torch.int64)),
-        counts=cpu.view_spec(torch.empty(2, 5, dtype=torch.int64)),
-        moments=cpu.view_spec(torch.empty(2, 4, dtype=torch.float64)), threads=1,
+        scale=None, out=cpu.view_spec(torch.empty(2, 8)), x0_out=None, want_stats=True, threads=1,
     )  # fmt: skip
     args.update(change)
     _cpu.fused_step(**args)
@@ -545,7 +542,6 @@ KEEP = torch.empty(64)
                       index=S(torch.tensor(-1))), IndexError, "out of range"),
         (lambda: dict(coeffs=[], table=S(torch.zeros(2, NUM_COEFFS, dtype=torch.float64)),
                       index=S(torch.tensor(2))), IndexError, "out of range"),
-        (lambda: dict(clipped=S(torch.zeros(2, dtype=torch.int64))), ValueError, "shape"),
         (lambda: dict(x=S(KEEP, sizes=[2, 8], strides=[64, 1])), ValueError, "reach element"),
         (lambda: dict(threads=-2), ValueError, "threads"),
     ],

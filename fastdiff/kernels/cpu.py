@@ -53,7 +53,8 @@ def view_spec(t: torch.Tensor) -> tuple:
 
     The caller keeps `t` alive for the duration of the call (the spec holds a raw pointer). Called once
     per tensor per kernel (hundreds of times per watched step): only the checks C++ cannot make are here
-    (negative strides, which torch never makes, are refused by the extension).
+    (negative strides, which torch never makes, are refused by the extension). A contiguous tensor is
+    described from its first element on (its own bytes are the buffer): fewer lookups than its storage.
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor; got a {type(t).__name__}")
@@ -66,6 +67,8 @@ def view_spec(t: torch.Tensor) -> tuple:
         raise TypeError(f"the C++ backend does not read {t.dtype}; accepted: {', '.join(map(str, DTYPE_CODES))}")
     if t.is_neg():  # real dtypes only past this point: no conjugate views
         raise ValueError("pass a resolved tensor (resolve_neg) to the C++ backend")
+    if t.is_contiguous():
+        return (t.data_ptr(), t.nbytes, code, 0, t.shape, t.stride())
     storage = t.untyped_storage()
     return (storage.data_ptr(), storage.nbytes(), code, t.storage_offset(), t.shape, t.stride())
 
@@ -180,42 +183,57 @@ def _writable(t: torch.Tensor | None) -> torch.Tensor | None:
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
+class PackedStep:
+    """The C++ step's results as it returns them — one bytearray of 19 int64 words: the clipped count, then
+    the raw stats rows (5 counts, 4 float64 moments; fastdiff.stats) of x' and x0 — made into tensors only
+    when first read (`clipped`, `raw`; StepResult calls them then): a loop that reads neither allocates none."""
+
+    __slots__ = ("words", "_t")
+
+    def __init__(self, words: bytearray):
+        self.words, self._t = words, None
+
+    def _tensor(self) -> torch.Tensor:
+        if self._t is None:
+            self._t = torch.frombuffer(self.words, dtype=torch.int64)  # shares the words (and keeps them)
+        return self._t
+
+    def clipped(self) -> torch.Tensor:
+        return self._tensor()[0]
+
+    def raw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return split_raw_rows(self._tensor()[1:].view(2, RAW_WORDS))
+
+
 def fused_step(L: StepLaunch):
     prev, x0 = _writable(L.prev_out), _writable(L.x0_out)
-    clip_mode = L.clip_mode
-    lo = -math.inf if L.clip_lo is None else float(L.clip_lo)
-    hi = math.inf if L.clip_hi is None else float(L.clip_hi)
-    clipped = torch.empty((), dtype=torch.int64)  # always written
-    counts = torch.empty(2, 5, dtype=torch.int64)
-    moments = torch.empty(2, 4, dtype=torch.float64)
     # resolved copies of negative views are held here until the call returns (a spec holds a raw pointer)
     x, out, u, z = _readable(L.x), _readable(L.out), L.uncond, L.noise
     u, z = (None if u is None else _readable(u)), (None if z is None else _readable(z))
     history = [_readable(h) for h in L.history]
-    _cpu.fused_step(
-        view_spec(x),
-        view_spec(out),
-        None if u is None else view_spec(u),
-        None if z is None else view_spec(z),
-        [view_spec(h) for h in history],
-        [] if L.coeffs is None else L.coeffs,
-        None if L.table is None else view_spec(L.table),
-        None if L.table_index is None else view_spec(L.table_index),
-        L.guidance,
-        clip_mode,
-        lo,
-        hi,
-        None if L.threshold_scale is None else view_spec(L.threshold_scale),
-        view_spec(prev),
-        None if x0 is None else view_spec(x0),
-        L.want_stats,
-        result_spec(clipped, 1, 1),
-        result_spec(counts, 2, 5),
-        result_spec(moments, 2, 4),
-        threads(),
+    packed = PackedStep(
+        _cpu.fused_step(
+            view_spec(x),
+            view_spec(out),
+            None if u is None else view_spec(u),
+            None if z is None else view_spec(z),
+            [view_spec(h) for h in history],
+            [] if L.coeffs is None else L.coeffs,
+            None if L.table is None else view_spec(L.table),
+            None if L.table_index is None else view_spec(L.table_index),
+            L.guidance,
+            L.clip_mode,
+            -math.inf if L.clip_lo is None else float(L.clip_lo),
+            math.inf if L.clip_hi is None else float(L.clip_hi),
+            None if L.threshold_scale is None else view_spec(L.threshold_scale),
+            view_spec(prev),
+            None if x0 is None else view_spec(x0),
+            L.want_stats,
+            threads(),
+        )
     )
     if prev is not L.prev_out:
         L.prev_out.copy_(prev)
     if x0 is not L.x0_out:
         L.x0_out.copy_(x0)
-    return clipped, ((counts, moments) if L.want_stats else None)
+    return packed.clipped, (packed.raw if L.want_stats else None)

@@ -38,8 +38,8 @@ _madvise = _libc_madvise()
 def empty_like(x: torch.Tensor) -> torch.Tensor:
     """`torch.empty_like(x)`; on the CPU, a large result is advised to use huge pages before first touch."""
     out = torch.empty_like(x)
-    nbytes = out.numel() * out.element_size()
-    if _madvise is not None and out.device.type == "cpu" and nbytes >= 2 * HUGE:
+    nbytes = out.nbytes
+    if nbytes >= 2 * HUGE and _madvise is not None and out.is_cpu:  # the cheap test first: small is common
         start = -(-out.data_ptr() // PAGE) * PAGE  # whole pages inside the buffer only
         end = (out.data_ptr() + nbytes) // PAGE * PAGE
         if end > start:

@@ -33,15 +33,22 @@ class StepStats:
     step_index: the parent's step index at this step (None for DDPM / DDIM, which have none).
     timestep: the timestep as given (host value where it was known without a sync).
     clipped: int64 0-d count of x0 elements the clip / threshold changed; numel: elements per step.
-    sample / x0: `TensorStats` of the returned prev_sample and of the (clipped) predicted x0 (either may be given
-    as a function that makes it: made when first read, so a loop that never reads them pays nothing per step).
+    sample / x0: `TensorStats` of the returned prev_sample and of the (clipped) predicted x0.
+    clipped, sample and x0 may be given as functions that make them: made when first read, so a loop that never
+    reads them pays nothing per step.
     """
 
-    __slots__ = ("step_index", "timestep", "clipped", "numel", "_sample", "_x0")
+    __slots__ = ("step_index", "timestep", "_clipped", "numel", "_sample", "_x0")
 
     def __init__(self, step_index, timestep, clipped, numel, sample, x0):
-        self.step_index, self.timestep, self.clipped, self.numel = step_index, timestep, clipped, numel
+        self.step_index, self.timestep, self._clipped, self.numel = step_index, timestep, clipped, numel
         self._sample, self._x0 = sample, x0
+
+    @property
+    def clipped(self) -> torch.Tensor:
+        if callable(self._clipped):
+            self._clipped = self._clipped()
+        return self._clipped
 
     @property
     def sample(self) -> TensorStats:
@@ -151,7 +158,11 @@ class FusedScheduler:
         return []
 
     def _clip(self) -> DynamicThreshold | ClipRange | None:
-        """The x0 clip of the config: DynamicThreshold (thresholding), ClipRange (clip_sample) or None."""
+        """The x0 clip of the config: DynamicThreshold (thresholding), ClipRange (clip_sample) or None (read
+        from the config once per config and schedule, as the planned coefficients)."""
+        return self._planned(("clip",), self._config_clip)
+
+    def _config_clip(self) -> DynamicThreshold | ClipRange | None:
         cfg = self.config
         if cfg.get("thresholding", False):
             return DynamicThreshold(float(cfg.dynamic_thresholding_ratio), float(cfg.sample_max_value))
@@ -214,7 +225,7 @@ class FusedScheduler:
 
     def _host_timestep(self, timestep):
         """The timestep's value without a device read when it is an element of `self.timesteps`."""
-        if not isinstance(timestep, torch.Tensor) or timestep.device.type == "cpu":
+        if not isinstance(timestep, torch.Tensor) or timestep.is_cpu:
             return timestep
         found = self._schedule_lookup(timestep)
         return found if found is not None else timestep.cpu()  # from elsewhere: one read, as the parent
@@ -285,9 +296,11 @@ class FusedScheduler:
         history=(),
         more=(),
         noise: torch.Tensor | None = None,
+        return_x0: bool = True,
     ) -> StepResult:
-        """One generic step (x0 returned, stats taken). `more`: (weight, tensor) terms beyond the step's
-        MAX_HISTORY history tensors, added to its result by further fused calls (in place)."""
+        """One generic step (x0 returned unless the parent has no use for it; stats of x' and x0 taken either
+        way). `more`: (weight, tensor) terms beyond the step's MAX_HISTORY history tensors, added to its result
+        by further fused calls (in place)."""
         r = fused_step(
             x,
             model_output,
@@ -295,11 +308,10 @@ class FusedScheduler:
             clip=clip,
             history=history,
             noise=noise,
-            return_x0=True,
+            return_x0=return_x0,
             stats=True,
             backend=self.fused_backend,
         )
-        more = tuple(more)
         for k in range(0, len(more), MAX_HISTORY):
             weights, tensors = zip(*more[k : k + MAX_HISTORY])
             y = r.prev_sample
@@ -326,13 +338,19 @@ class FusedScheduler:
         call that read the model output; `result` when that was the only call)."""
         x0_result = result if x0_result is None else x0_result
         self.last_step_stats = StepStats(
-            step_index=getattr(self, "_step_index", None),
+            step_index=self.__dict__.get("_step_index"),  # (getattr of a missing name runs diffusers' slow __getattr__)
             timestep=timestep,
-            clipped=x0_result.clipped,
+            clipped=lambda: x0_result.clipped,
             numel=result.prev_sample.numel(),
             sample=lambda: result.stats,  # TensorStats made when read (StepStats)
             x0=lambda: x0_result.x0_stats,
         )
+
+
+def promoted(sample: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """`sample.to(torch.result_type(sample, other))`, as the parents compute the step (the same tensor when the
+    dtypes already agree: no type promotion to look up at every step)."""
+    return sample if sample.dtype == other.dtype else sample.to(torch.result_type(sample, other))
 
 
 def vp_prediction(prediction_type: str) -> str:

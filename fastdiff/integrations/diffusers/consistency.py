@@ -19,7 +19,7 @@ from diffusers.schedulers.scheduling_tcd import TCDSchedulerOutput
 from ...samplers import lcm_coeffs, tcd_coeffs
 from ...samplers.consistency import tcd_intermediate_timestep
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR, FusedScheduler
+from .base import NO_STEPS_ERROR, FusedScheduler, promoted
 
 
 class _ConsistencyStep(FusedScheduler):
@@ -68,7 +68,7 @@ class FastLCMScheduler(_ConsistencyStep, LCMScheduler):
         (the last step returns denoised)."""
         i, t = self._begin_step(model_output, timestep, sample)
         last = i == self.num_inference_steps - 1
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         noise = None if last else self._noise_like(model_output, generator, dtype=x.dtype)
         r = self._fused(x, model_output, self._coeffs(i, t, self.config.prediction_type, last), clip=self._clip(),
                         noise=noise)  # fmt: skip
@@ -111,7 +111,7 @@ class FastTCDScheduler(_ConsistencyStep, TCDScheduler):
         i, t = self._begin_step(model_output, timestep, sample)
         assert 0 <= eta <= 1.0, "gamma must be less than or equal to 1.0"
         renoise = eta > 0 and i != self.num_inference_steps - 1
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         noise = self._noise_like(model_output, generator, dtype=x.dtype) if renoise else None
         r = self._fused(x, model_output, self._coeffs(i, t, eta, renoise), noise=noise)
         noised = r.prev_sample

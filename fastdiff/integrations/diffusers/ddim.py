@@ -7,7 +7,7 @@ from diffusers import DDIMScheduler
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
 
 from ...samplers import ddim_coeffs
-from .base import NO_STEPS_ERROR, FusedScheduler, vp_prediction
+from .base import NO_STEPS_ERROR, FusedScheduler, promoted, vp_prediction
 
 
 class FastDDIMScheduler(FusedScheduler, DDIMScheduler):
@@ -57,7 +57,7 @@ class FastDDIMScheduler(FusedScheduler, DDIMScheduler):
                     " `variance_noise` stays `None`."
                 )
             noise = self._noise_like(model_output, generator) if variance_noise is None else variance_noise
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         r = self._fused(x, model_output, coeffs, clip=self._clip(), noise=noise)
         self._record(t, r)
         if not return_dict:

@@ -8,7 +8,7 @@ from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
 
 from ...samplers import ddpm_coeffs
 from ...samplers.ddpm import VARIANCE_TYPES
-from .base import FusedScheduler, vp_prediction
+from .base import FusedScheduler, promoted, vp_prediction
 
 
 class FastDDPMScheduler(FusedScheduler, DDPMScheduler):
@@ -75,7 +75,7 @@ class FastDDPMScheduler(FusedScheduler, DDPMScheduler):
             alpha_t=float(alpha_prod_t / alpha_prod_t_prev),  # the parent's float32 quotient (see ddpm_coeffs)
         )
         noise = self._noise_like(model_output, generator) if add_noise else None
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         r = self._fused(x, model_output, coeffs, clip=self._clip(), noise=noise)
         self._record(t, r)
         if not return_dict:

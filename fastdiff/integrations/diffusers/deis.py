@@ -15,7 +15,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from ...samplers import deis_coeffs
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR
+from .base import NO_STEPS_ERROR, promoted
 from .multistep import MultistepScheduler
 
 
@@ -47,7 +47,7 @@ class FastDEISMultistepScheduler(MultistepScheduler, DEISMultistepScheduler):
         self._check_shapes(model_output, sample)
         i = self.step_index
         order = self._order(i, len(self.timesteps))
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         r = self._fused(x, model_output, self._coeffs(i, order), clip=self._clip(), history=self._history(order))
         # the parent's eps of this step, from x and the clipped x0: the eps line of the read, on (x, x0c)
         read = self._read_x0(i, recompute_eps=True)

@@ -17,7 +17,7 @@ from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampl
 
 from ...samplers import dpmpp_sde_coeffs, euler_coeffs
 from ...step import StepCoeffs
-from .base import FusedScheduler
+from .base import FusedScheduler, promoted
 from .kdpm2 import FUSED_PREDICTION_TYPES
 
 
@@ -72,7 +72,7 @@ class FastDPMSolverSDEScheduler(FusedScheduler, DPMSolverSDEScheduler):
         self._check_shapes(model_output, sample)
         i, first = self.step_index, self.state_in_first_order
         coeffs = self._coeffs(i, first, s_noise)
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         sigma, sigma_next = self._levels(i, first)
         if sigma_next == 0:
             r = self._fused(x, model_output, coeffs)

@@ -20,7 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from ... import param
 from ...samplers import churn_gamma, dpmpp_coeffs, edm_euler_coeffs, with_output_map
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR
+from .base import NO_STEPS_ERROR, promoted
 from .euler import _EulerStep
 from .multistep import MultistepScheduler
 
@@ -106,7 +106,7 @@ class FastEDMDPMSolverMultistepScheduler(MultistepScheduler, EDMDPMSolverMultist
         self._check_shapes(model_output, sample)
         i = self.step_index
         order = self._order(i, len(self.timesteps))
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         noise = None
         if self.config.algorithm_type == "sde-dpmsolver++":
             noise = self._noise_like(model_output, generator, dtype=x.dtype)

@@ -53,9 +53,10 @@ class _EulerStep(FusedScheduler):
         i = self.step_index
         coeffs, needs_noise = self._planned(("euler", i, *key), lambda: coeffs_fn(self._sigma(i), self._sigma(i + 1)))
         noise = self._noise_like(model_output, generator) if needs_noise else None
-        r = self._fused(sample.to(torch.float32), model_output, coeffs, noise=noise)
+        x = sample if sample.dtype == torch.float32 else sample.to(torch.float32)
+        r = self._fused(x, model_output, coeffs, noise=noise)
         self._record(timestep, r)
-        prev = r.prev_sample.to(model_output.dtype)
+        prev = r.prev_sample if model_output.dtype == torch.float32 else r.prev_sample.to(model_output.dtype)
         self._step_index += 1
         if not return_dict:
             return (prev, r.pred_x0)

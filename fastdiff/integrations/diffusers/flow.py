@@ -18,6 +18,11 @@ class FastFlowMatchEulerDiscreteScheduler(FusedScheduler, FlowMatchEulerDiscrete
 
     _parent = FlowMatchEulerDiscreteScheduler
 
+    def _coeffs(self, i: int):
+        """(the step from sigma_i to sigma_{i+1}, whether it draws noise) for the config's sampling mode."""
+        stochastic = bool(self.config.stochastic_sampling)
+        return flow_euler_coeffs(self._sigma(i), self._sigma(i + 1), "flow", stochastic), stochastic
+
     def step(
         self,
         model_output: torch.FloatTensor,
@@ -50,14 +55,15 @@ class FastFlowMatchEulerDiscreteScheduler(FusedScheduler, FlowMatchEulerDiscrete
         if self.step_index is None:
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
-        stochastic = bool(self.config.stochastic_sampling)
-        coeffs = flow_euler_coeffs(self._sigma(self.step_index), self._sigma(self.step_index + 1), "flow", stochastic)
-        x = sample.to(torch.float32)
+        i = self.step_index
+        coeffs, stochastic = self._planned(("flow", i), self._coeffs, i)
+        x = sample if sample.dtype == torch.float32 else sample.to(torch.float32)
         noise = self._noise_like(x, generator) if stochastic else None
-        r = self._fused(x, model_output, coeffs, noise=noise)
+        # the parent returns no x0: the kernel keeps it in its block buffers for the stats (no write)
+        r = self._fused(x, model_output, coeffs, noise=noise, return_x0=False)
         self._record(timestep, r)
         self._step_index += 1
-        prev = r.prev_sample.to(model_output.dtype)
+        prev = r.prev_sample if model_output.dtype == torch.float32 else r.prev_sample.to(model_output.dtype)
         if not return_dict:
             return (prev,)
         return FlowMatchEulerDiscreteSchedulerOutput(prev_sample=prev)

@@ -19,7 +19,7 @@ from diffusers.schedulers.scheduling_heun_discrete import HeunDiscreteSchedulerO
 from ...samplers import euler_coeffs
 from ...samplers.plan import read_ve
 from ...step import StepCoeffs
-from .base import FusedScheduler, vp_prediction
+from .base import FusedScheduler, promoted, vp_prediction
 
 
 class FastHeunDiscreteScheduler(FusedScheduler, HeunDiscreteScheduler):
@@ -66,7 +66,7 @@ class FastHeunDiscreteScheduler(FusedScheduler, HeunDiscreteScheduler):
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
         p = vp_prediction(self.config.prediction_type)
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         i = self.step_index
         if self.state_in_first_order:
             coeffs = euler_coeffs(self._sigma(i), self._sigma(i + 1), p)

@@ -20,7 +20,7 @@ from diffusers.schedulers.scheduling_k_dpm_2_discrete import KDPM2DiscreteSchedu
 
 from ...samplers import dpm2_correction_coeffs, euler_coeffs
 from ...step import StepCoeffs
-from .base import FusedScheduler
+from .base import FusedScheduler, promoted
 
 FUSED_PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -50,7 +50,7 @@ class _DPM2Step(FusedScheduler):
         self._check_shapes(model_output, sample)
         i, first = self.step_index, self.state_in_first_order
         coeffs = self._coeffs(i, first)
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         if first:
             r = self._fused(x, model_output, coeffs)
             self._keep_first_stage(i, sample)

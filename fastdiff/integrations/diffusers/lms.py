@@ -17,7 +17,7 @@ from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteSchedulerOut
 
 from ...samplers import lms_coeffs, lms_step_coeffs, read_ve
 from ...step import StepCoeffs, StepResult
-from .base import FusedScheduler
+from .base import FusedScheduler, promoted
 from .euler import SCALE_INPUT_WARNING
 
 
@@ -51,7 +51,7 @@ class FastLMSDiscreteScheduler(FusedScheduler, LMSDiscreteScheduler):
         kept = len(self.derivatives) - (len(self.derivatives) >= order)  # earlier ones left after the parent's pop
         weights = self._weights(i, order, kept)
         earlier = list(zip(weights[1:], reversed(self.derivatives)))  # d_{i-1}, d_{i-2}, ...
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         r = self._combine(x, model_output, lambda ph: lms_step_coeffs(sigma, (weights[0], *ph), p), earlier)
         self.derivatives.append(r.pred_x0)  # the x0 line's d
         if len(self.derivatives) > order:

@@ -25,7 +25,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from ... import param
 from ...samplers.pndm import PLMS_WEIGHTS, PRK_WEIGHTS, pndm_coeffs
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR, FusedScheduler
+from .base import NO_STEPS_ERROR, FusedScheduler, promoted
 
 
 def output_in_eps_line(coeffs: StepCoeffs, read: param.X0EpsMap) -> StepCoeffs:
@@ -78,7 +78,7 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
         saved = start is not sample
         coeffs = self._coeffs(t_from, t_to, t_model, [w for w, _ in outputs], saved)
         history = ((start,) if saved else ()) + tuple(o for _, o in outputs[1:])
-        x = sample.to(torch.result_type(sample, outputs[0][1]))
+        x = promoted(sample, outputs[0][1])
         r = self._fused(x, outputs[0][1], coeffs, history=history)
         self._record(t_model, r)
         self.counter += 1

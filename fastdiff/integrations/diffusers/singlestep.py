@@ -20,7 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 from ...samplers import singlestep_coeffs
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR
+from .base import NO_STEPS_ERROR, promoted
 from .multistep import SolverScheduler
 
 DATA_PREDICTION = ("dpmsolver++", "sde-dpmsolver++")
@@ -79,7 +79,7 @@ class FastDPMSolverSinglestepScheduler(SolverScheduler, DPMSolverSinglestepSched
         else:
             out = newest = self.convert_model_output(model_output, sample=sample)
         self._check_shapes(out, sample)
-        x = sample.to(torch.result_type(sample, out))
+        x = promoted(sample, out)
         noise = None
         if cfg.algorithm_type == "sde-dpmsolver++":  # drawn as the parent, in its converted output's dtype
             noise = self._noise_like(out, generator, dtype=out.dtype if cfg.prediction_type == "sample" else x.dtype)

@@ -20,7 +20,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerOutput
 from ...ops import tensor_stats
 from ...samplers.unipc import UniPCCoeffs, unipc_coeffs
 from ...step import StepCoeffs
-from .base import NO_STEPS_ERROR, FusedScheduler, StepStats
+from .base import NO_STEPS_ERROR, FusedScheduler, StepStats, promoted
 
 
 class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
@@ -83,7 +83,7 @@ class FastUniPCMultistepScheduler(FusedScheduler, UniPCMultistepScheduler):
         i = self.step_index
         use_corrector = i > 0 and i - 1 not in self.disable_corrector and self.last_sample is not None
         dtype = sample.dtype
-        x = sample.to(torch.result_type(sample, model_output))
+        x = promoted(sample, model_output)
         self._check_shapes(model_output, sample)
         # the converted output for the history: the fused step's x0, or the parent's eps (the output of an eps model)
         eps = None if self.predict_x0 else self.convert_model_output(model_output, sample=sample)
