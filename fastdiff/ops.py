@@ -22,6 +22,7 @@ from .step import (
     ClipRange,
     CoeffTable,
     DynamicThreshold,
+    PackedStep,
     PhiloxNoise,
     StepCoeffs,
     StepResult,
@@ -360,7 +361,9 @@ def fused_step(
         x, model_output, uncond, float(guidance_scale), noise, history, vector, table, index, clip_lo, clip_hi,
         scale, out, x0_out, bool(stats), philox if noise is None else None,
     )  # fmt: skip
-    clipped, raw = impl.fused_step(launch)
+    result = impl.fused_step(launch)  # (clipped, raw) or a PackedStep (the C++ backend)
     if philox is not None:
         philox.advance(x.numel())
-    return StepResult(out, x0_out, clipped, raw=raw)
+    if type(result) is PackedStep:
+        return StepResult(out, x0_out, None, packed=result)
+    return StepResult(out, x0_out, result[0], raw=result[1])

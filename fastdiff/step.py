@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -237,6 +238,33 @@ def normalize_clip(clip) -> ClipRange | DynamicThreshold | None:
     )
 
 
+PACKED_WORDS = 19  # a packed step result: the clipped count, then the raw stats rows (fastdiff.stats) of x', x0
+
+
+class PackedStep:
+    """A step's results as one buffer of PACKED_WORDS int64 words — the clipped count, then the raw stats rows
+    (5 counts, 4 float64 moments: `fastdiff.stats`) of the stored x' and x0 — as the C++ backend returns them
+    (no result tensor to allocate per call). Made into tensors only when read; a loop's steps are stacked
+    with one conversion (`StepResult.stack`)."""
+
+    __slots__ = ("words", "has_stats", "_t")
+
+    def __init__(self, words: bytearray, has_stats: bool):
+        self.words, self.has_stats, self._t = words, has_stats, None
+
+    def tensor(self) -> torch.Tensor:
+        if self._t is None:
+            self._t = torch.frombuffer(self.words, dtype=torch.int64)  # shares the words (and keeps them)
+        return self._t
+
+    @staticmethod
+    def unpack(t: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(clipped [...], (counts [..., 2, 5], moments [..., 2, 4])) views of packed words int64 [..., 19]."""
+        from .stats import RAW_WORDS, split_raw_rows
+
+        return t[..., 0], split_raw_rows(t[..., 1:].unflatten(-1, (2, RAW_WORDS)))
+
+
 class StepResult:
     """What `fused_step` returns. Tensors stay on the sample's device; nothing has synced the host.
 
@@ -244,41 +272,74 @@ class StepResult:
     clipped: int64 0-d count of x0 elements the clip changed. stats / x0_stats: `TensorStats` of the
     stored x' and x0c when `stats=True`, else None (made when first read, from the kernel's raw rows).
 
-    A backend may hand `clipped` and `raw` ((counts [2, 5], moments [2, 4]): rows x', x0) over as functions
-    that make them (the C++ backend's packed words): they are called when first read, so a loop that never
-    reads them allocates no tensor for them.
+    A backend hands over (clipped, raw) — raw: (counts [2, 5], moments [2, 4]), rows x' and x0, or None — or a
+    `PackedStep` (then clipped and raw are made from it when first read: a loop that reads neither allocates
+    no tensor for them).
     """
 
-    __slots__ = ("prev_sample", "pred_x0", "_clipped", "_raw", "_stats", "_x0_stats")
+    __slots__ = ("prev_sample", "pred_x0", "_clipped", "_raw", "_stats", "_x0_stats", "_packed")
 
-    def __init__(self, prev_sample, pred_x0, clipped, stats=None, x0_stats=None, *, raw=None):
+    def __init__(self, prev_sample, pred_x0, clipped, stats=None, x0_stats=None, *, raw=None, packed=None):
         self.prev_sample = prev_sample
         self.pred_x0 = pred_x0
         self._clipped = clipped
         self._stats, self._x0_stats = stats, x0_stats
         self._raw = raw
+        self._packed = packed
+
+    def _unpack(self) -> None:
+        p, self._packed = self._packed, None
+        clipped, raw = PackedStep.unpack(p.tensor())
+        if self._clipped is None:
+            self._clipped = clipped
+        if self._raw is None and p.has_stats:
+            self._raw = raw
+
+    def stats_only(self) -> StepResult:
+        """This result without its tensors (prev_sample and pred_x0 are None): what a sampling loop keeps of
+        each step for its stats, so that the samples of earlier steps are freed (and their memory reused)."""
+        return StepResult(None, None, self._clipped, self._stats, self._x0_stats, raw=self._raw, packed=self._packed)
+
+    @staticmethod
+    def stack(results: Sequence[StepResult]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """(clipped int64 [S], raw (counts [S, 2, 5], moments [S, 2, 4]) or None without stats) of S steps, one
+        conversion for all when every step is packed (the C++ backend) and untouched since."""
+        if results and all(
+            r._packed is not None and r._packed.has_stats and r._clipped is None and r._raw is None
+            and r._stats is None and r._x0_stats is None
+            for r in results
+        ):  # fmt: skip
+            words = bytearray().join(r._packed.words for r in results)
+            return PackedStep.unpack(torch.frombuffer(words, dtype=torch.int64).view(len(results), PACKED_WORDS))
+        clipped = torch.stack([r.clipped for r in results])
+        if any(r.stats is None or r.x0_stats is None for r in results):
+            return clipped, None
+        counts = torch.stack([torch.stack([r.stats.counts, r.x0_stats.counts]) for r in results])
+        moments = torch.stack([torch.stack([r.stats.moments, r.x0_stats.moments]) for r in results])
+        return clipped, (counts, moments)
 
     @property
     def clipped(self) -> torch.Tensor:
-        if callable(self._clipped):
-            self._clipped = self._clipped()
+        if self._packed is not None:
+            self._unpack()
         return self._clipped
 
     @clipped.setter
     def clipped(self, value) -> None:
         self._clipped = value
 
-    def _from_raw(self, row: int):
+    def _row(self, row: int):
+        """TensorStats of raw row `row` (0: x', 1: x0), or None without stats."""
         from .stats import TensorStats
 
-        if callable(self._raw):
-            self._raw = self._raw()
-        return TensorStats(self._raw[0][row], self._raw[1][row])
+        if self._packed is not None:
+            self._unpack()
+        return None if self._raw is None else TensorStats(self._raw[0][row], self._raw[1][row])
 
     @property
     def stats(self):
-        if self._stats is None and self._raw is not None:
-            self._stats = self._from_raw(0)
+        if self._stats is None:
+            self._stats = self._row(0)
         return self._stats
 
     @stats.setter
@@ -287,8 +348,8 @@ class StepResult:
 
     @property
     def x0_stats(self):
-        if self._x0_stats is None and self._raw is not None:
-            self._x0_stats = self._from_raw(1)
+        if self._x0_stats is None:
+            self._x0_stats = self._row(1)
         return self._x0_stats
 
     @x0_stats.setter

@@ -21,7 +21,15 @@ from test_step_contract import step_case
 
 import fastdiff as fd
 from fastdiff import kernels, reference
-from fastdiff.step import COEFF_FIELDS, MAX_HISTORY, ClipRange, CoeffTable, DynamicThreshold, StepCoeffs
+from fastdiff.step import (
+    COEFF_FIELDS,
+    MAX_HISTORY,
+    ClipRange,
+    CoeffTable,
+    DynamicThreshold,
+    StepCoeffs,
+    StepResult,
+)
 
 NUM_COEFFS = len(COEFF_FIELDS)
 
@@ -206,6 +214,25 @@ def test_step_stats_equal_a_separate_pass(isa):
     r = fd.fused_step(x, e, ddim(), clip=1.0, return_x0=True, backend="cpp")
     assert raw_equal(r.stats, fd.tensor_stats(r.prev_sample, backend="cpp"))
     assert raw_equal(r.x0_stats, fd.tensor_stats(r.pred_x0, backend="cpp"))
+
+
+def test_packed_results_stack_into_each_steps_own_stats():
+    # the C++ step returns its clipped count and raw rows packed; a loop stacks them with one conversion
+    # (StepResult.stack), which must equal the steps' own decoded results, row by row
+    steps = []
+    for k in range(3):
+        x, e = torch.randn(5, 37) * (k + 1), torch.randn(5, 37)
+        e[k, k] = math.inf
+        steps.append(fd.fused_step(x, e, ddim(), clip=0.5 + k, return_x0=True, backend="cpp"))
+    kept = [r.stats_only() for r in steps]
+    assert all(r.prev_sample is None and r.pred_x0 is None for r in kept)
+    clipped, (counts, moments) = StepResult.stack(kept)
+    assert clipped.tolist() == [int(r.clipped) for r in steps] and clipped.tolist() != [0, 0, 0]
+    for i, r in enumerate(steps):
+        for row, s in enumerate((r.stats, r.x0_stats)):
+            assert torch.equal(counts[i, row], s.counts) and torch.equal(moments[i, row], s.moments)
+    # a step already read (its stats made) goes the generic way, with the same values
+    assert torch.equal(StepResult.stack(steps)[1][1], moments)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

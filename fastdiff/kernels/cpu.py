@@ -22,6 +22,7 @@ import torch
 
 from .. import _cpu
 from ..stats import RAW_WORDS, split_raw_rows, write_raw_rows
+from ..step import PackedStep
 from . import torch_backend
 from .launch import StepLaunch
 from .memory import aligned_runs
@@ -183,57 +184,33 @@ def _writable(t: torch.Tensor | None) -> torch.Tensor | None:
     return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
-class PackedStep:
-    """The C++ step's results as it returns them — one bytearray of 19 int64 words: the clipped count, then
-    the raw stats rows (5 counts, 4 float64 moments; fastdiff.stats) of x' and x0 — made into tensors only
-    when first read (`clipped`, `raw`; StepResult calls them then): a loop that reads neither allocates none."""
-
-    __slots__ = ("words", "_t")
-
-    def __init__(self, words: bytearray):
-        self.words, self._t = words, None
-
-    def _tensor(self) -> torch.Tensor:
-        if self._t is None:
-            self._t = torch.frombuffer(self.words, dtype=torch.int64)  # shares the words (and keeps them)
-        return self._t
-
-    def clipped(self) -> torch.Tensor:
-        return self._tensor()[0]
-
-    def raw(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return split_raw_rows(self._tensor()[1:].view(2, RAW_WORDS))
-
-
 def fused_step(L: StepLaunch):
     prev, x0 = _writable(L.prev_out), _writable(L.x0_out)
     # resolved copies of negative views are held here until the call returns (a spec holds a raw pointer)
     x, out, u, z = _readable(L.x), _readable(L.out), L.uncond, L.noise
     u, z = (None if u is None else _readable(u)), (None if z is None else _readable(z))
     history = [_readable(h) for h in L.history]
-    packed = PackedStep(
-        _cpu.fused_step(
-            view_spec(x),
-            view_spec(out),
-            None if u is None else view_spec(u),
-            None if z is None else view_spec(z),
-            [view_spec(h) for h in history],
-            [] if L.coeffs is None else L.coeffs,
-            None if L.table is None else view_spec(L.table),
-            None if L.table_index is None else view_spec(L.table_index),
-            L.guidance,
-            L.clip_mode,
-            -math.inf if L.clip_lo is None else float(L.clip_lo),
-            math.inf if L.clip_hi is None else float(L.clip_hi),
-            None if L.threshold_scale is None else view_spec(L.threshold_scale),
-            view_spec(prev),
-            None if x0 is None else view_spec(x0),
-            L.want_stats,
-            threads(),
-        )
+    words = _cpu.fused_step(
+        view_spec(x),
+        view_spec(out),
+        None if u is None else view_spec(u),
+        None if z is None else view_spec(z),
+        [view_spec(h) for h in history],
+        [] if L.coeffs is None else L.coeffs,
+        None if L.table is None else view_spec(L.table),
+        None if L.table_index is None else view_spec(L.table_index),
+        L.guidance,
+        L.clip_mode,
+        -math.inf if L.clip_lo is None else float(L.clip_lo),
+        math.inf if L.clip_hi is None else float(L.clip_hi),
+        None if L.threshold_scale is None else view_spec(L.threshold_scale),
+        view_spec(prev),
+        None if x0 is None else view_spec(x0),
+        L.want_stats,
+        threads(),
     )
     if prev is not L.prev_out:
         L.prev_out.copy_(prev)
     if x0 is not L.x0_out:
         L.x0_out.copy_(x0)
-    return packed.clipped, (packed.raw if L.want_stats else None)
+    return PackedStep(words, L.want_stats)

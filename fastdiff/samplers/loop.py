@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..ops import fused_step, tensor_stats
 from ..stats import TensorStats
+from ..step import StepResult
 from .plan import PlannedStep, Sampler, check_history
 
 
@@ -101,7 +102,8 @@ def run_plan(
     """Run planned steps from x. `call(i, step, x)` returns (model output, unconditional output or None).
 
     `noise(i, step)`, when given, returns the step's noise z (or None: drawn from `generator` if the step
-    uses noise). Returns the final x and the per-step StepResults (device tensors; nothing synced).
+    uses noise). Returns the final x and the per-step StepResults without their tensors (`stats_only`: stats
+    and clipped counts, device tensors; nothing synced).
     """
     check_history(steps)
     if clip is not None and any(st.x0_from is not None for st in steps):
@@ -162,7 +164,7 @@ def run_plan(
                 }
             )
         x = r.prev_sample
-        results.append(r)
+        results.append(r.stats_only())  # the samples of earlier steps are freed: a loop reuses their memory
     return x, results
 
 
@@ -216,10 +218,11 @@ def sample(
     x = x_T * sampler.init_noise_sigma if sampler.init_noise_sigma != 1.0 else x_T
     batch = x.shape[0]
     times = torch.tensor(sampler.model_times, dtype=sampler.time_dtype).to(x.device)  # one copy, up front
+    step_times = times.repeat_interleave(batch).view(len(times), batch).unbind(0)  # [batch] per step, made at once
 
     def call(i: int, st: PlannedStep, x: torch.Tensor):
         x_in = x * st.input_scale if st.input_scale != 1.0 else x
-        t = times[i].repeat(batch)  # a fresh tensor per call: the model may edit it in place
+        t = step_times[i]  # a tensor of its own per call (views of one buffer): the model may edit it in place
         where = f"at step {i} (t={st.model_time:g})"
         out = model_output(model(x_in, t, **extra_args), x, where)
         unc = model_output(model(x_in, t, **uncond_args), x, where) if uncond_args is not None else None
@@ -238,11 +241,12 @@ def sample(
         stats=stats,
         backend=backend,
     )
+    clipped, raw = StepResult.stack(results)  # one conversion for all steps
     return SampleResult(
         sample=x,
-        x_stats=TensorStats.stack([r.stats for r in results]) if stats else None,
-        x0_stats=TensorStats.stack([r.x0_stats for r in results]) if stats else None,
-        clipped=torch.stack([r.clipped for r in results]),
+        x_stats=TensorStats(raw[0][:, 0], raw[1][:, 0]) if stats else None,
+        x0_stats=TensorStats(raw[0][:, 1], raw[1][:, 1]) if stats else None,
+        clipped=clipped,
         numel=x.numel(),
         model_times=sampler.model_times,
         sigmas=[st.sigma for st in sampler.steps],
