@@ -336,12 +336,15 @@ class FusedScheduler:
     def _record(self, timestep, result: StepResult, x0_result: StepResult | None = None) -> None:
         """`last_step_stats` of a step: its sample from `result`, its x0 and clip count from `x0_result` (the
         call that read the model output; `result` when that was the only call)."""
-        x0_result = result if x0_result is None else x0_result
+        numel = result.prev_sample.numel()
+        # what the stats need, without the step's tensors (the caller owns and may drop them)
+        result = result.stats_only()
+        x0_result = result if x0_result is None else x0_result.stats_only()
         self.last_step_stats = StepStats(
-            step_index=self.__dict__.get("_step_index"),  # (getattr of a missing name runs diffusers' slow __getattr__)
+            step_index=self.__dict__.get("_step_index"),  # getattr of a missing name: diffusers' slow __getattr__
             timestep=timestep,
             clipped=lambda: x0_result.clipped,
-            numel=result.prev_sample.numel(),
+            numel=numel,
             sample=lambda: result.stats,  # TensorStats made when read (StepStats)
             x0=lambda: x0_result.x0_stats,
         )
