@@ -143,11 +143,16 @@ def test_latency_table_reads_ratios_and_overheads_from_the_rows():
 
     rows = [row("loop:DDIM", "diffusers", 0.09), row("loop:DDIM", "fastdiff", 0.045),
             row("fused_step", "fastdiff", 0.030), row("fused_step", "fastdiff-backend-call", 0.018),
+            row("sample_step", "fastdiff", 0.05), row("sample_step", "model-calls-alone", 0.011),
             row("tensor_stats", "fastdiff", 0.02), row("tensor_stats", "naive-item", 0.1)]  # fmt: skip
     table = latency.table(rows).splitlines()
-    assert table[0] == "| latent | DDIM step | fused_step: host overhead | tensor_stats().to_dict() vs 8 .item() |"
-    assert (
-        table[2] == "| SD 1.5 latent (16,384) | 2.00x (45 µs vs 90 µs) | 12 µs (call 30 µs) | 5.00x (20 µs vs 100 µs) |"
+    assert table[0] == (
+        "| latent | DDIM step | fused_step: host overhead | sample(): per step over the model "
+        "| tensor_stats().to_dict() vs 8 .item() |"
+    )
+    assert table[2] == (
+        "| SD 1.5 latent (16,384) | 2.00x (45 µs vs 90 µs) | 12 µs (call 30 µs) | 39 µs (step 50 µs) "
+        "| 5.00x (20 µs vs 100 µs) |"
     )
     assert latency.table([{**r, "suite": "stats"} for r in rows]) == ""
 

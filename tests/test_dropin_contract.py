@@ -290,34 +290,43 @@ def test_config_changed_after_construction_runs_the_changed_maths():
         (diffusers.DDIMScheduler, [dict(eta=0.0), dict(eta=0.7), dict(eta=0.7, use_clipped_model_output=True)]),
         (diffusers.EulerDiscreteScheduler, [dict(), dict(s_churn=8.0), dict(s_churn=8.0, s_noise=0.5)]),
         (diffusers.DPMSolverMultistepScheduler, [dict(), dict(), dict()]),
+        (diffusers.EDMEulerScheduler, [dict(), dict(s_churn=8.0), dict(s_churn=8.0, s_noise=0.5)]),
+        (diffusers.TCDScheduler, [dict(eta=0.3), dict(eta=0.0), dict(eta=0.8)]),
+        (diffusers.LCMScheduler, [dict(), dict(), dict()]),
+        (diffusers.DDPMScheduler, [dict(), dict(), dict()]),
+        (diffusers.DEISMultistepScheduler, [dict(), dict(), dict()]),
+        (diffusers.EDMDPMSolverMultistepScheduler, [dict(), dict(), dict()]),
     ],
 )
 def test_planned_coefficients_follow_arguments_and_config_changes(parent_cls, step_kws):
     """A step's coefficients are planned once per schedule and config (base._planned): step arguments changed
-    between steps, and a config changed between steps (register_to_config), give the changed maths, as the
-    parent's step."""
+    between steps, a config changed between steps (register_to_config), and a second loop over the same schedule
+    (the plan is kept) with the arguments in the other order (the same step index, other arguments) give the
+    changed maths, as the parent's step."""
     g = torch.Generator().manual_seed(3)
     x, out = torch.randn(2, 4, 8, generator=g), torch.randn(2, 4, 8, generator=g)
     parent, fast = parent_cls(), fdd.fast_scheduler(parent_cls())
-    for s in (parent, fast):
-        s.set_timesteps(10)
-    steps = [(kw, None) for kw in step_kws] + [(step_kws[-1], dict(prediction_type="v_prediction"))]
-    for k, (kw, change) in enumerate(steps):
-        if change:
-            for s in (parent, fast):
-                s.register_to_config(**change)
-        t = parent.timesteps[k if hasattr(parent, "_step_index") else 0]  # DDIM: the same step, other arguments
-        results = []
+    first = [(kw, None) for kw in step_kws]
+    second = [(kw, None) for kw in reversed(step_kws)] + [(step_kws[0], dict(prediction_type="v_prediction"))]
+    for steps in (first, second):
         for s in (parent, fast):
-            s.scale_model_input(x, t)
-            extra = (
-                {"generator": torch.Generator().manual_seed(k)}
-                if "generator" in inspect.signature(s.step).parameters
-                else {}
-            )
-            results.append(s.step(out, t, x, **kw, **extra).prev_sample)
-        assert rel_err(results[1], results[0]) < RTOL, (k, kw, change)
-        x = results[0]
+            s.set_timesteps(10)
+        for k, (kw, change) in enumerate(steps):
+            if change:
+                for s in (parent, fast):
+                    s.register_to_config(**change)
+            t = parent.timesteps[k if hasattr(parent, "_step_index") else 0]  # DDIM: the same step, other arguments
+            results = []
+            for s in (parent, fast):
+                s.scale_model_input(x, t)
+                extra = (
+                    {"generator": torch.Generator().manual_seed(k)}
+                    if "generator" in inspect.signature(s.step).parameters
+                    else {}
+                )
+                results.append(s.step(out, t, x, **kw, **extra).prev_sample)
+            assert rel_err(results[1], results[0]) < RTOL, (k, kw, change)
+            x = results[0]
 
 
 # --------------------------------------------------------------------------------------------------

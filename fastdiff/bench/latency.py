@@ -234,8 +234,9 @@ def _us(ms: float) -> str:
 
 def table(rows: list[dict]) -> str:
     """The README's latency table: per shape, each scheduler loop as diffusers / fastdiff per step (higher is
-    better for fastdiff), the fused step's host overhead above its backend call, and stats read on the host
-    against the naive `.item()` calls. Empty when the rows hold no latency suite."""
+    better for fastdiff), the fused step's host overhead above its backend call, what a native `sample()` step
+    adds to its model call (the fused step included), and stats read on the host against the naive `.item()`
+    calls. Empty when the rows hold no latency suite."""
     mine = [r for r in rows if r.get("suite") == "latency"]
     if not mine:
         return ""
@@ -244,7 +245,7 @@ def table(rows: list[dict]) -> str:
         by.setdefault(r["shape"], {}).setdefault(r["op"], {})[r["provider"]] = r["median_ms"]
     loops = list(dict.fromkeys(op for ops in by.values() for op in ops if op.startswith("loop:")))
     head = ["latent"] + [f"{op[5:]} step" for op in loops]
-    head += ["fused_step: host overhead", "tensor_stats().to_dict() vs 8 .item()"]
+    head += ["fused_step: host overhead", "sample(): per step over the model", "tensor_stats().to_dict() vs 8 .item()"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for shape, ops in by.items():
         n = next(r["size"] for r in mine if r["shape"] == shape)
@@ -257,6 +258,11 @@ def table(rows: list[dict]) -> str:
         f = ops.get("fused_step", {})
         if "fastdiff" in f and "fastdiff-backend-call" in f:
             cells.append(f"{_us(f['fastdiff'] - f['fastdiff-backend-call'])} (call {_us(f['fastdiff'])})")
+        else:
+            cells.append("–")
+        sm = ops.get("sample_step", {})
+        if "fastdiff" in sm and "model-calls-alone" in sm:
+            cells.append(f"{_us(sm['fastdiff'] - sm['model-calls-alone'])} (step {_us(sm['fastdiff'])})")
         else:
             cells.append("–")
         st = ops.get("tensor_stats", {})

@@ -101,12 +101,13 @@ def _run(
     extra_args = {} if extra_args is None else extra_args
     batch = x.shape[0]
     sig = torch.tensor([st.model_time for st in steps], dtype=torch.float64).to(x.device, x.dtype)
+    # [batch] per step, made at once: a tensor of its own per call (views of one buffer), which the model may edit
+    step_sigmas = sig.repeat_interleave(batch).view(len(steps), batch).unbind(0)
     outer = list(range(len(steps))) if outer is None else outer
 
     def call(i: int, st: PlannedStep, x: torch.Tensor):
-        where = f"at step {outer[i]} (sigma={st.model_time:g})"
-        s_in = sig[i].repeat(batch)  # a fresh tensor per call: the model may edit it in place
-        return model_output(model(x, s_in, **extra_args), x, where), None
+        where = lambda: f"at step {outer[i]} (sigma={st.model_time:g})"  # noqa: E731 - formatted only for an error
+        return model_output(model(x, step_sigmas[i], **extra_args), x, where), None
 
     def step_noise(i: int, st: PlannedStep):
         return noise(*st.noise_at) if st.noise_at is not None and noise is not None else None

@@ -55,8 +55,11 @@ class SampleResult:
         return rows
 
 
-def model_output(out, x: torch.Tensor, where: str) -> torch.Tensor:
-    """The tensor of a model's return value (a tensor, diffusers' `.sample` output, or a tuple), shape-checked."""
+def model_output(out, x: torch.Tensor, where) -> torch.Tensor:
+    """The tensor of a model's return value (a tensor, diffusers' `.sample` output, or a tuple), shape-checked.
+    `where`: the call's place for the messages, or a function that makes it (only when there is an error)."""
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        where = where() if callable(where) else where
     if not isinstance(out, torch.Tensor):
         if hasattr(out, "sample"):
             out = out.sample
@@ -112,13 +115,26 @@ def run_plan(
             "its steps cannot clip x0; pass clip=None"
         )
     last_use = _last_uses(steps)
+    # per step, decided once: what it keeps for later steps, what it frees, whether it draws its noise here and
+    # returns x0 (a later step's history, a callback's `denoised`, or the stats of an x0 read out of another line)
+    plan = [
+        (
+            [ref for ref in st.history if last_use[ref] == i],
+            ("x", i) in last_use,
+            ("x0", i) in last_use,
+            ("z", i) in last_use,
+            ("x0", i) in last_use or callback is not None or (stats and st.x0_from is not None),
+        )
+        for i, st in enumerate(steps)
+    ]
     kept: dict[tuple[str, int], torch.Tensor] = {}
     results = []
     for i, st in enumerate(tqdm(steps, disable=not progress, desc=desc, leave=False)):
+        frees, keep_x, keep_x0, keep_z, return_x0 = plan[i]
         out, uncond = call(i, st, x)
         history = [kept[ref] for ref in st.history]
         z = noise(i, st) if noise is not None else None
-        if z is None and ("z", i) in last_use:  # a later step reads this noise: draw it here, as fused_step would
+        if z is None and keep_z:  # a later step reads this noise: draw it here, as fused_step would
             device = generator.device if generator is not None else x.device
             z = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
         r = fused_step(
@@ -131,18 +147,17 @@ def run_plan(
             history=history,
             noise=z if st.coeffs.uses_noise else None,
             generator=generator,
-            return_x0=("x0", i) in last_use or callback is not None or (stats and st.x0_from is not None),
+            return_x0=return_x0,
             stats=stats,
             backend=backend,
         )
-        for ref in st.history:  # free what no later step needs
-            if last_use[ref] == i:
-                del kept[ref]
-        if ("x", i) in last_use:
+        for ref in frees:  # what no later step needs
+            del kept[ref]
+        if keep_x:
             kept[("x", i)] = x
-        if ("x0", i) in last_use:
+        if keep_x0:
             kept[("x0", i)] = r.pred_x0
-        if ("z", i) in last_use:
+        if keep_z:
             kept[("z", i)] = z
         denoised = r.pred_x0
         if st.x0_from is not None and (callback is not None or stats):
@@ -223,7 +238,7 @@ def sample(
     def call(i: int, st: PlannedStep, x: torch.Tensor):
         x_in = x * st.input_scale if st.input_scale != 1.0 else x
         t = step_times[i]  # a tensor of its own per call (views of one buffer): the model may edit it in place
-        where = f"at step {i} (t={st.model_time:g})"
+        where = lambda: f"at step {i} (t={st.model_time:g})"  # noqa: E731 - formatted only for an error
         out = model_output(model(x_in, t, **extra_args), x, where)
         unc = model_output(model(x_in, t, **uncond_args), x, where) if uncond_args is not None else None
         return out, unc

@@ -70,11 +70,13 @@ class FastLCMScheduler(_ConsistencyStep, LCMScheduler):
         last = i == self.num_inference_steps - 1
         x = promoted(sample, model_output)
         noise = None if last else self._noise_like(model_output, generator, dtype=x.dtype)
-        r = self._fused(x, model_output, self._coeffs(i, t, self.config.prediction_type, last), clip=self._clip(),
-                        noise=noise)  # fmt: skip
+        key = self._key(t)  # the coefficients are host maths of (i, t): planned once per schedule and config
+        coeffs = self._planned(("lcm", i, key, last), self._coeffs, i, t, self.config.prediction_type, last)
+        r = self._fused(x, model_output, coeffs, clip=self._clip(), noise=noise)
         denoised = r.prev_sample
         if not last:  # the clipped x0 read as an x0 prediction: c_skip x + c_out x0c
-            denoised = self._derived(x, r.pred_x0, self._coeffs(i, t, "sample", True)).prev_sample
+            read = self._planned(("lcm-denoised", i, key), self._coeffs, i, t, "sample", True)
+            denoised = self._derived(x, r.pred_x0, read).prev_sample
         self._record(timestep, r)
         self._step_index += 1
         if not return_dict:
@@ -113,10 +115,13 @@ class FastTCDScheduler(_ConsistencyStep, TCDScheduler):
         renoise = eta > 0 and i != self.num_inference_steps - 1
         x = promoted(sample, model_output)
         noise = self._noise_like(model_output, generator, dtype=x.dtype) if renoise else None
-        r = self._fused(x, model_output, self._coeffs(i, t, eta, renoise), noise=noise)
+        key = self._key(t)  # the coefficients are host maths of (i, t, eta): planned once per schedule and config
+        r = self._fused(x, model_output, self._planned(("tcd", i, key, eta, renoise), self._coeffs, i, t, eta, renoise),
+                        noise=noise)  # fmt: skip
         noised = r.prev_sample
         if renoise:
-            noised = self._derived(x, model_output, self._coeffs(i, t, eta, False)).prev_sample
+            read = self._planned(("tcd", i, key, eta, False), self._coeffs, i, t, eta, False)
+            noised = self._derived(x, model_output, read).prev_sample
         self._record(timestep, r)
         self._step_index += 1
         if not return_dict:

@@ -49,6 +49,23 @@ class FastDDPMScheduler(FusedScheduler, DDPMScheduler):
             return torch.tensor(-1) if index == ts.shape[0] - 1 else ts[index + 1]
         return timestep - 1
 
+    def _coeffs(self, t):
+        """(the step from host timestep t to the previous one, whether it adds noise): host maths of t, planned."""
+        prev_t = self.previous_timestep(t)
+        alphas_cumprod = self._host("alphas_cumprod")
+        alpha_prod_t = alphas_cumprod[t]
+        alpha_prod_t_prev = alphas_cumprod[prev_t] if prev_t >= 0 else self.one
+        add_noise = bool(t > 0)
+        coeffs = ddpm_coeffs(
+            float(alpha_prod_t),
+            float(alpha_prod_t_prev),
+            vp_prediction(self.config.prediction_type),
+            self._variance_type(),
+            add_noise=add_noise,
+            alpha_t=float(alpha_prod_t / alpha_prod_t_prev),  # the parent's float32 quotient (see ddpm_coeffs)
+        )
+        return coeffs, add_noise
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -60,20 +77,9 @@ class FastDDPMScheduler(FusedScheduler, DDPMScheduler):
         """As `DDPMScheduler.step`: x0 from the model, clip, then the posterior mean plus std z (Ho et al. eq. 7)."""
         self._check_config()
         t = self._host_timestep(timestep)
-        prev_t = self.previous_timestep(t)
-        alphas_cumprod = self._host("alphas_cumprod")
-        alpha_prod_t = alphas_cumprod[t]
-        alpha_prod_t_prev = alphas_cumprod[prev_t] if prev_t >= 0 else self.one
         self._check_shapes(model_output, sample)
-        add_noise = bool(t > 0)
-        coeffs = ddpm_coeffs(
-            float(alpha_prod_t),
-            float(alpha_prod_t_prev),
-            vp_prediction(self.config.prediction_type),
-            self._variance_type(),
-            add_noise=add_noise,
-            alpha_t=float(alpha_prod_t / alpha_prod_t_prev),  # the parent's float32 quotient (see ddpm_coeffs)
-        )
+        key = ("ddpm", self._key(t), self.num_inference_steps, self.custom_timesteps)
+        coeffs, add_noise = self._planned(key, self._coeffs, t)
         noise = self._noise_like(model_output, generator) if add_noise else None
         x = promoted(sample, model_output)
         r = self._fused(x, model_output, coeffs, clip=self._clip(), noise=noise)

@@ -31,6 +31,11 @@ class FastDEISMultistepScheduler(MultistepScheduler, DEISMultistepScheduler):
         a, w = deis_coeffs(alpha_t, sigma_t, [self._alpha_sigma(i - k) for k in range(order)])
         return self._read_x0(i, recompute_eps=self.config.thresholding, px=a, pe=w[0], ph=w[1:])
 
+    def _eps_read(self, i: int) -> StepCoeffs:
+        """eps from (x, x0c) at step i: the eps line of the x0 read with eps recomputed, as a fused call on (x, x0c)."""
+        read = self._read_x0(i, recompute_eps=True)
+        return StepCoeffs(co=1.0, ex=read.ex, e0=read.e0, pe=1.0)
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -48,10 +53,11 @@ class FastDEISMultistepScheduler(MultistepScheduler, DEISMultistepScheduler):
         i = self.step_index
         order = self._order(i, len(self.timesteps))
         x = promoted(sample, model_output)
-        r = self._fused(x, model_output, self._coeffs(i, order), clip=self._clip(), history=self._history(order))
+        # host maths of (i, order) and the sigmas: planned once per schedule and config
+        coeffs = self._planned(("deis", i, order), self._coeffs, i, order)
+        r = self._fused(x, model_output, coeffs, clip=self._clip(), history=self._history(order))
         # the parent's eps of this step, from x and the clipped x0: the eps line of the read, on (x, x0c)
-        read = self._read_x0(i, recompute_eps=True)
-        eps = self._derived(x, r.pred_x0, StepCoeffs(co=1.0, ex=read.ex, e0=read.e0, pe=1.0))
+        eps = self._derived(x, r.pred_x0, self._planned(("deis-eps", i), self._eps_read, i))
         self._push(eps.prev_sample)
         self._record(timestep, r)
         self._step_index += 1

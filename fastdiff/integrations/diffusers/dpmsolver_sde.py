@@ -71,7 +71,7 @@ class FastDPMSolverSDEScheduler(FusedScheduler, DPMSolverSDEScheduler):
             )
         self._check_shapes(model_output, sample)
         i, first = self.step_index, self.state_in_first_order
-        coeffs = self._coeffs(i, first, s_noise)
+        coeffs = self._planned(("sde", i, first, s_noise), self._coeffs, i, first, s_noise)  # host maths, planned
         x = promoted(sample, model_output)
         sigma, sigma_next = self._levels(i, first)
         if sigma_next == 0:

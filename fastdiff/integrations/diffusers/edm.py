@@ -56,7 +56,8 @@ class FastEDMEulerScheduler(_EulerStep, EDMEulerScheduler):
             return c, gamma > 0
 
         out = pred_original_sample if given_x0 else model_output
-        return self._euler_step(out, timestep, sample, coeffs, generator, return_dict)
+        key = (s_churn, s_tmin, s_tmax, s_noise, given_x0)  # what coeffs reads besides the sigmas and the config
+        return self._euler_step(out, timestep, sample, coeffs, generator, return_dict, key)
 
 
 class FastEDMDPMSolverMultistepScheduler(MultistepScheduler, EDMDPMSolverMultistepScheduler):
@@ -110,8 +111,8 @@ class FastEDMDPMSolverMultistepScheduler(MultistepScheduler, EDMDPMSolverMultist
         noise = None
         if self.config.algorithm_type == "sde-dpmsolver++":
             noise = self._noise_like(model_output, generator, dtype=x.dtype)
-        r = self._fused(x, model_output, self._coeffs(i, order), clip=self._clip(), history=self._history(order),
-                        noise=noise)  # fmt: skip
+        coeffs = self._planned(("edm-dpm", i, order), self._coeffs, i, order)  # host maths of (i, order), planned
+        r = self._fused(x, model_output, coeffs, clip=self._clip(), history=self._history(order), noise=noise)
         self._push(r.pred_x0)
         self._record(timestep, r)
         self._step_index += 1

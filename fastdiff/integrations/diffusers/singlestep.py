@@ -89,8 +89,8 @@ class FastDPMSolverSinglestepScheduler(SolverScheduler, DPMSolverSinglestepSched
         if order == 1:
             self.sample = sample
         history = () if order == 1 else (self.sample, *self.model_outputs[-(order - 1) :])
-        r = self._fused(x, out, self._coeffs(i, order), clip=self._clip() if data else None, history=history,
-                        noise=noise)  # fmt: skip
+        coeffs = self._planned(("singlestep", i, order), self._coeffs, i, order)  # host maths of (i, order), planned
+        r = self._fused(x, out, coeffs, clip=self._clip() if data else None, history=history, noise=noise)
         self._keep(r.pred_x0 if newest is None else newest)
         self._record(timestep, r)
         self._step_index += 1
