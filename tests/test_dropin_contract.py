@@ -296,6 +296,11 @@ def test_config_changed_after_construction_runs_the_changed_maths():
         (diffusers.DDPMScheduler, [dict(), dict(), dict()]),
         (diffusers.DEISMultistepScheduler, [dict(), dict(), dict()]),
         (diffusers.EDMDPMSolverMultistepScheduler, [dict(), dict(), dict()]),
+        (diffusers.HeunDiscreteScheduler, [dict(), dict(), dict()]),  # a change may fall between the stages
+        (diffusers.KDPM2DiscreteScheduler, [dict(), dict(), dict()]),
+        (diffusers.KDPM2AncestralDiscreteScheduler, [dict(), dict(), dict()]),
+        (diffusers.PNDMScheduler, [dict(), dict(), dict()]),
+        (diffusers.LMSDiscreteScheduler, [dict(), dict(order=2), dict(order=3)]),
     ],
 )
 def test_planned_coefficients_follow_arguments_and_config_changes(parent_cls, step_kws):
@@ -327,6 +332,32 @@ def test_planned_coefficients_follow_arguments_and_config_changes(parent_cls, st
                 results.append(s.step(out, t, x, **kw, **extra).prev_sample)
             assert rel_err(results[1], results[0]) < RTOL, (k, kw, change)
             x = results[0]
+
+
+@pytest.mark.parametrize(
+    "parent_cls",
+    [
+        diffusers.HeunDiscreteScheduler,
+        diffusers.KDPM2DiscreteScheduler,
+        diffusers.KDPM2AncestralDiscreteScheduler,
+        diffusers.PNDMScheduler,
+        diffusers.LMSDiscreteScheduler,
+    ],
+)
+def test_planned_coefficients_follow_the_schedule(parent_cls):
+    """The plan is kept while set_timesteps makes the same schedule (NaNs included: KDPM2's `sigmas_interpol` and
+    `sigmas_up` hold some), and dropped for another number of steps: loops of 6, 9 and 6 steps on the same
+    schedulers give the parent's results."""
+    x_T = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(5))
+    parent, fast = parent_cls(), fdd.fast_scheduler(parent_cls())
+    for n in (6, 9, 6):
+        assert_loops_equal(run_loop(fast, n, x_T), run_loop(parent, n, x_T))
+    plan = fast._fast_plan
+    assert plan is not None and len(plan) > 1
+    fast.set_timesteps(6)
+    assert fast._fast_plan is plan
+    fast.set_timesteps(7)
+    assert fast._fast_plan is None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -77,10 +77,19 @@ class StepStats:
         )
 
 
+_SAME_SIZE_INT = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A float tensor's bit patterns (an integer view), so that equal means the same bits: NaN equals NaN (KDPM2's
+    `sigmas_interpol` and `sigmas_up` hold NaNs, which `torch.equal` never finds equal) and -0.0 is not 0.0."""
+    return t.view(_SAME_SIZE_INT[t.element_size()]) if t.is_floating_point() else t
+
+
 def _same_schedule(a: tuple, b: tuple) -> bool:
-    """Two schedules of (name, host tensor) pairs hold the same values (dtype and shape included)."""
+    """Two schedules of (name, host tensor) pairs hold the same values, bit for bit (dtype and shape included)."""
     return len(a) == len(b) and all(
-        na == nb and ta.dtype == tb.dtype and ta.shape == tb.shape and torch.equal(ta, tb)
+        na == nb and ta.dtype == tb.dtype and ta.shape == tb.shape and torch.equal(_bits(ta), _bits(tb))
         for (na, ta), (nb, tb) in zip(a, b)
     )
 
@@ -348,6 +357,34 @@ class FusedScheduler:
             sample=lambda: result.stats,  # TensorStats made when read (StepStats)
             x0=lambda: x0_result.x0_stats,
         )
+
+
+class VEInputScale(FusedScheduler):
+    """The VE parents' `scale_model_input` (Euler, Heun, KDPM2, LMS): sample / (sigma^2 + 1)^0.5, the divisor made
+    by their own tensor operations on their own table once per level and schedule (`_planned`) instead of at every
+    call: the same result, bit for bit. `_input_level()` names the level the parent reads."""
+
+    _marks_scale_input = False  # the parents whose step() warns unless scale_model_input set is_scale_input_called
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+        if self.step_index is None:
+            self._init_step_index(timestep)
+        table, k = self._input_level()
+        levels = getattr(self, table)
+        # keyed by the table's device too: a plan outlives set_timesteps(device=...) of the same schedule
+        divisor = self._planned(("scale", table, k, levels.device), self._input_divisor, levels, k)
+        if self._marks_scale_input:
+            self.is_scale_input_called = True
+        return sample / divisor
+
+    def _input_level(self) -> tuple[str, int]:
+        """(the parent's sigma table, the index) that its scale_model_input reads at this step."""
+        return "sigmas", self.step_index
+
+    @staticmethod
+    def _input_divisor(levels: torch.Tensor, k: int) -> torch.Tensor:
+        sigma = levels[k]
+        return (sigma**2 + 1) ** 0.5
 
 
 def promoted(sample: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from diffusers.utils import logging
 
 from ...samplers import churn_gamma, euler_ancestral_coeffs, euler_coeffs
 from ...step import StepCoeffs
-from .base import FusedScheduler, vp_prediction
+from .base import FusedScheduler, VEInputScale, vp_prediction
 
 logger = logging.get_logger(__name__)
 
@@ -63,21 +63,11 @@ class _EulerStep(FusedScheduler):
         return self._output(prev_sample=prev, pred_original_sample=r.pred_x0)
 
 
-class _VEInputScale(_EulerStep):
-    """The Euler parents' input scaling, planned (EDM Euler, also an _EulerStep, scales its own way)."""
+class _VEInputScale(VEInputScale, _EulerStep):
+    """The Euler parents' input scaling, planned (`VEInputScale`; EDM Euler, also an _EulerStep, scales its own way).
+    Their step() warns unless scale_model_input was called."""
 
-    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
-        """As the parents': sample / (sigma^2 + 1)^0.5, the divisor made by their own tensor operations once per
-        step index and schedule (base._planned) instead of at every call: the same result, bit for bit."""
-        if self.step_index is None:
-            self._init_step_index(timestep)
-        divisor = self._planned(("scale", self.step_index), self._input_divisor, self.step_index)
-        self.is_scale_input_called = True
-        return sample / divisor
-
-    def _input_divisor(self, i: int) -> torch.Tensor:
-        sigma = self.sigmas[i]
-        return (sigma**2 + 1) ** 0.5
+    _marks_scale_input = True
 
 
 class FastEulerDiscreteScheduler(_VEInputScale, EulerDiscreteScheduler):

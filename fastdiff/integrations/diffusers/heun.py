@@ -19,10 +19,10 @@ from diffusers.schedulers.scheduling_heun_discrete import HeunDiscreteSchedulerO
 from ...samplers import euler_coeffs
 from ...samplers.plan import read_ve
 from ...step import StepCoeffs
-from .base import FusedScheduler, promoted, vp_prediction
+from .base import VEInputScale, promoted, vp_prediction
 
 
-class FastHeunDiscreteScheduler(FusedScheduler, HeunDiscreteScheduler):
+class FastHeunDiscreteScheduler(VEInputScale, HeunDiscreteScheduler):
     """diffusers' HeunDiscreteScheduler with fused stages (module docstring).
 
     The parent's state is kept (`dt`, `sample`, the stage); its first-stage derivative
@@ -44,14 +44,27 @@ class FastHeunDiscreteScheduler(FusedScheduler, HeunDiscreteScheduler):
     def prev_derivative(self, value) -> None:
         self.__dict__["_fast_prev_derivative"] = value
 
-    def _first_stage_terms(self, dt: float) -> tuple[tuple[float, ...], tuple[torch.Tensor, ...]]:
-        """Weights and tensors of x + dt / 2 d1 (the saved input and the first stage's slope)."""
-        lazy = self.__dict__.get("_fast_prev_derivative")
-        if isinstance(lazy, tuple):
-            x, x0, sigma_hat = lazy
-            w = dt / (2.0 * float(sigma_hat))
-            return (1.0 + w, -w), (x, x0)
-        return (1.0, dt / 2.0), (self.sample, self.prev_derivative)
+    def _first_stage(self, i: int) -> tuple[StepCoeffs, torch.Tensor, torch.Tensor]:
+        """Stage 1 at step index i, host maths of the index (planned): the Euler step sigma_i -> sigma_{i+1}
+        (gamma = 0: sigma_hat = sigma_i), the parent's dt = sigma_next - sigma_hat and sigma_hat (float32 host
+        scalars, as the parent's)."""
+        sigmas = self._host("sigmas")
+        coeffs = euler_coeffs(float(sigmas[i]), float(sigmas[i + 1]), vp_prediction(self.config.prediction_type))
+        return coeffs, sigmas[i + 1] - sigmas[i], sigmas[i]
+
+    def _second_stage(self, i: int, dt: float, sigma_hat: float | None) -> StepCoeffs:
+        """Stage 2 at step index i (module docstring), planned per (i, dt, sigma_hat): x0_2 = cx x_2 + co out,
+        d2 = (x_2 - x0_2) / sigma_next, and x + dt / 2 d1 from the first stage's terms: (x, x0_1) when its
+        sigma_hat is known (d1 = (x - x0_1) / sigma_hat), else (x, d1) (sigma_hat None: the parent's own stage)."""
+        sigma_next = self._sigma(i)
+        m = read_ve(vp_prediction(self.config.prediction_type), sigma_next)
+        e = 1.0 / sigma_next
+        if sigma_hat is None:
+            weights = (1.0, dt / 2.0)
+        else:
+            w = dt / (2.0 * sigma_hat)
+            weights = (1.0 + w, -w)
+        return StepCoeffs(cx=m.cx, co=m.co, ex=e, e0=-e, pe=dt / 2.0, ph=weights)
 
     def step(
         self,
@@ -65,23 +78,25 @@ class FastHeunDiscreteScheduler(FusedScheduler, HeunDiscreteScheduler):
         if self.step_index is None:
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
-        p = vp_prediction(self.config.prediction_type)
         x = promoted(sample, model_output)
         i = self.step_index
         if self.state_in_first_order:
-            coeffs = euler_coeffs(self._sigma(i), self._sigma(i + 1), p)
+            coeffs, dt, sigma_hat = self._planned(("heun", i), self._first_stage, i)
             r = self._fused(x, model_output, coeffs, clip=self._clip())
-            # the parent's state: dt = sigma_next - sigma_hat (float32, as the parent), the input, its slope
-            sigmas = self._host("sigmas")
-            self.dt = sigmas[i + 1] - sigmas[i]
+            # the parent's state: dt (float32, as the parent), the input, its slope
+            self.dt = dt
             self.sample = sample
-            self.prev_derivative = (sample, r.pred_x0, sigmas[i])
+            self.prev_derivative = (sample, r.pred_x0, sigma_hat)
         else:
-            sigma_next = self._sigma(i)
-            weights, history = self._first_stage_terms(float(self.dt))
-            m = read_ve(p, sigma_next)  # x0_2 = cx x_2 + co out;  d2 = (x_2 - x0_2) / sigma_next
-            e = 1.0 / sigma_next
-            coeffs = StepCoeffs(cx=m.cx, co=m.co, ex=e, e0=-e, pe=float(self.dt) / 2.0, ph=weights)
+            # the first stage's terms: (x, x0_1, sigma_hat) of the fused stage, else the parent's (sample, d1)
+            lazy = self.__dict__.get("_fast_prev_derivative")
+            if isinstance(lazy, tuple):
+                x_1, x0_1, sigma_hat = lazy
+                history, sigma_hat = (x_1, x0_1), float(sigma_hat)
+            else:
+                history, sigma_hat = (self.sample, self.prev_derivative), None
+            dt = float(self.dt)
+            coeffs = self._planned(("heun 2", i, dt, sigma_hat), self._second_stage, i, dt, sigma_hat)
             r = self._fused(x, model_output, coeffs, clip=self._clip(), history=history)
             self.prev_derivative = None
             self.dt = None

@@ -20,12 +20,12 @@ from diffusers.schedulers.scheduling_k_dpm_2_discrete import KDPM2DiscreteSchedu
 
 from ...samplers import dpm2_correction_coeffs, euler_coeffs
 from ...step import StepCoeffs
-from .base import FusedScheduler, promoted
+from .base import FusedScheduler, VEInputScale, promoted
 
 FUSED_PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
-class _DPM2Step(FusedScheduler):
+class _DPM2Step(VEInputScale):
     """The two stages around the parents' state (`sample`: stage 1's input, None in stage 1)."""
 
     _output: type
@@ -36,7 +36,8 @@ class _DPM2Step(FusedScheduler):
         raise NotImplementedError
 
     def _coeffs(self, i: int, first: bool) -> StepCoeffs:
-        """The stage at step index i: host maths of the index and the stage."""
+        """The stage at step index i: host maths of the index and the stage (planned per (i, first): the levels are
+        the parent's tables, which are in `_host_tensors`)."""
         sigma, sigma_mid, sigma_to, sigma_up = self._levels(i, first)
         p = self.config.prediction_type
         if first:
@@ -49,7 +50,7 @@ class _DPM2Step(FusedScheduler):
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
         i, first = self.step_index, self.state_in_first_order
-        coeffs = self._coeffs(i, first)
+        coeffs = self._planned(("dpm2", i, first), self._coeffs, i, first)
         x = promoted(sample, model_output)
         if first:
             r = self._fused(x, model_output, coeffs)
@@ -81,6 +82,10 @@ class FastKDPM2DiscreteScheduler(_DPM2Step, KDPM2DiscreteScheduler):
             return float(sigmas[i]), float(interpol[i + 1]), float(sigmas[i + 1]), 0.0
         return float(sigmas[i - 1]), float(interpol[i]), float(sigmas[i]), 0.0
 
+    def _input_level(self) -> tuple[str, int]:
+        # the parent's scale_model_input: sigma in stage 1, sigma_interpol in stage 2
+        return ("sigmas" if self.state_in_first_order else "sigmas_interpol"), self.step_index
+
     def step(
         self,
         model_output: torch.Tensor,
@@ -108,9 +113,19 @@ class FastKDPM2AncestralDiscreteScheduler(_DPM2Step, KDPM2AncestralDiscreteSched
         sigma, mid = float(self._host("sigmas")[k]), float(self._host("sigmas_interpol")[k])
         return sigma, mid, float(self._host("sigmas_down")[k]), float(self._host("sigmas_up")[k])
 
+    def _input_level(self) -> tuple[str, int]:
+        # the parent's scale_model_input: sigma in stage 1, sigma_interpol of stage 1's index in stage 2
+        if self.state_in_first_order:
+            return "sigmas", self.step_index
+        return "sigmas_interpol", self.step_index - 1
+
     def _keep_first_stage(self, i: int, sample: torch.Tensor) -> None:
         self.sample = sample
-        self.dt = self._host("sigmas_interpol")[i] - self._host("sigmas")[i]  # the parent's dt (float32)
+        self.dt = self._planned(("dpm2 dt", i), self._dt, i)
+
+    def _dt(self, i: int) -> torch.Tensor:
+        """The parent's dt of stage 1 (float32): sigma_interpol - sigma_hat."""
+        return self._host("sigmas_interpol")[i] - self._host("sigmas")[i]
 
     def step(
         self,

@@ -16,20 +16,29 @@ from diffusers import LMSDiscreteScheduler
 from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteSchedulerOutput
 
 from ...samplers import lms_coeffs, lms_step_coeffs, read_ve
-from ...step import StepCoeffs, StepResult
-from .base import FusedScheduler, promoted
+from ...step import MAX_HISTORY, StepCoeffs, StepResult
+from .base import VEInputScale, promoted
 from .euler import SCALE_INPUT_WARNING
 
 
-class FastLMSDiscreteScheduler(FusedScheduler, LMSDiscreteScheduler):
+class FastLMSDiscreteScheduler(VEInputScale, LMSDiscreteScheduler):
     """diffusers' LMSDiscreteScheduler with a fused `step()` (module docstring), any `order`."""
 
     _parent = LMSDiscreteScheduler
+    _marks_scale_input = True  # its step() warns unless scale_model_input was called
 
-    def _weights(self, i: int, order: int, kept: int) -> tuple[float, ...]:
-        """The parent's coefficients of step i: c_j of d_{i-j} (`lms_coeffs`), for this step's derivative and the
-        `kept` earlier ones it has (it zips the coefficients with its `derivatives`, the shorter wins)."""
-        return lms_coeffs(self._host("sigmas"), i, order)[: kept + 1]
+    def _coeffs(self, i: int, order: int, kept: int) -> tuple[tuple[float, ...], StepCoeffs]:
+        """Step i's weights and update, planned per (i, order, kept): the parent's coefficients c_j of d_{i-j}
+        (`lms_coeffs`) for this step's derivative and the `kept` earlier ones it has (it zips the coefficients with
+        its `derivatives`, the shorter wins), and the fused step with the first MAX_HISTORY earlier ones as its
+        history (`_combine` adds the rest)."""
+        weights = lms_coeffs(self._host("sigmas"), i, order)[: kept + 1]
+        return weights, lms_step_coeffs(self._sigma(i), weights[: 1 + MAX_HISTORY], self.config.prediction_type)
+
+    def _x0_coeffs(self, i: int) -> StepCoeffs:
+        """The parent's x0 (`pred_original_sample`) of step i, read from the model output (`read_ve`)."""
+        m = read_ve(self.config.prediction_type, self._sigma(i))
+        return StepCoeffs(cx=m.cx, co=m.co, p0=1.0)
 
     def step(
         self,
@@ -46,18 +55,16 @@ class FastLMSDiscreteScheduler(FusedScheduler, LMSDiscreteScheduler):
         if self.step_index is None:
             self._init_step_index(timestep)
         self._check_shapes(model_output, sample)
-        i, p = self.step_index, self.config.prediction_type
-        sigma = self._sigma(i)
+        i = self.step_index
         kept = len(self.derivatives) - (len(self.derivatives) >= order)  # earlier ones left after the parent's pop
-        weights = self._weights(i, order, kept)
-        earlier = list(zip(weights[1:], reversed(self.derivatives)))  # d_{i-1}, d_{i-2}, ...
+        weights, coeffs = self._planned(("lms", i, order, kept), self._coeffs, i, order, kept)
+        earlier = list(zip(weights[1:], reversed(self.derivatives)))  # d_{i-1}, d_{i-2}, ...: len(weights) - 1
         x = promoted(sample, model_output)
-        r = self._combine(x, model_output, lambda ph: lms_step_coeffs(sigma, (weights[0], *ph), p), earlier)
+        r = self._combine(x, model_output, lambda ph: coeffs, earlier)  # ph: weights[1 : 1 + MAX_HISTORY]
         self.derivatives.append(r.pred_x0)  # the x0 line's d
         if len(self.derivatives) > order:
             self.derivatives.pop(0)
-        m = read_ve(p, sigma)
-        x0 = self._derived(x, model_output, StepCoeffs(cx=m.cx, co=m.co, p0=1.0))
+        x0 = self._derived(x, model_output, self._planned(("lms x0", i), self._x0_coeffs, i))
         self._record(timestep, r, StepResult(x0.prev_sample, x0.prev_sample, r.clipped, x0_stats=x0.stats))
         self._step_index += 1
         if not return_dict:

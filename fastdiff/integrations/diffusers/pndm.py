@@ -72,15 +72,19 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
         ac = self._alpha_cumprod(t_model)
         return output_in_eps_line(c, param.to_x0_eps(p, math.sqrt(ac), math.sqrt(1.0 - ac)))
 
-    def _transfer(self, sample, start, outputs, t_from, t_to, t_model, return_dict: bool):
-        """One fused transfer from `start` (this step's sample, or a saved one) of the (weight, output) terms."""
+    def _transfer(self, sample, start, outputs, t_from, t_to, t_model, timestep, return_dict: bool):
+        """One fused transfer from `start` (this step's sample, or a saved one) of the (weight, output) terms; t_from,
+        t_to and t_model are the host values of the timesteps (`timestep`: the step's, as recorded)."""
         self._check_shapes(outputs[0][1], sample)
         saved = start is not sample
-        coeffs = self._coeffs(t_from, t_to, t_model, [w for w, _ in outputs], saved)
+        weights = tuple(w for w, _ in outputs)
+        # planned per its timesteps, weights and start: every input of the maths besides the config and schedule
+        key = ("pndm", t_from, t_to, t_model, weights, saved)
+        coeffs = self._planned(key, self._coeffs, t_from, t_to, t_model, weights, saved)
         history = ((start,) if saved else ()) + tuple(o for _, o in outputs[1:])
         x = promoted(sample, outputs[0][1])
         r = self._fused(x, outputs[0][1], coeffs, history=history)
-        self._record(t_model, r)
+        self._record(timestep, r)
         self.counter += 1
         if not return_dict:
             return (r.prev_sample,)
@@ -101,8 +105,9 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
         if self.num_inference_steps is None:
             raise ValueError(NO_STEPS_ERROR)
         t = self._host_timestep(timestep)
+        tk = self._key(t)  # host arithmetic on the value (a plan key), not on a 0-d tensor
         half = self.config.num_train_timesteps // self.num_inference_steps // 2
-        t_to = t - (0 if self.counter % 2 else half)
+        t_to = tk - (0 if self.counter % 2 else half)
         t_from = self.prk_timesteps[self.counter // 4 * 4]
         stage = self.counter % 4
         terms = self.__dict__.setdefault("_fast_prk_terms", [])
@@ -116,7 +121,7 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
             outputs = [(PRK_WEIGHTS[3], model_output), *terms]
             self.cur_model_output = 0
         start = self.cur_sample if self.cur_sample is not None else sample
-        return self._transfer(sample, start, outputs, t_from, t_to, t, return_dict)
+        return self._transfer(sample, start, outputs, t_from, t_to, tk, t, return_dict)
 
     def step_plms(
         self,
@@ -138,12 +143,14 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
                 "for more information."
             )
         t = self._host_timestep(timestep)
-        t_from, t_to = t, t - self.config.num_train_timesteps // self.num_inference_steps
+        tk = self._key(t)  # host arithmetic on the value (a plan key), not on a 0-d tensor
+        gap = self.config.num_train_timesteps // self.num_inference_steps
+        t_from, t_to = tk, tk - gap
         if self.counter != 1:
             self.ets = self.ets[-3:]
             self.ets.append(model_output)
         else:
-            t_from, t_to = t + self.config.num_train_timesteps // self.num_inference_steps, t
+            t_from, t_to = tk + gap, tk
         start = sample
         if len(self.ets) == 1 and self.counter == 0:
             outputs = [(1.0, model_output)]
@@ -154,4 +161,4 @@ class FastPNDMScheduler(FusedScheduler, PNDMScheduler):
         else:  # the parent's combination of the latest 2, 3 or 4 kept outputs (`ets[-1]` is this step's)
             k = len(self.ets) if len(self.ets) in (2, 3) else 4
             outputs = list(zip(PLMS_WEIGHTS[k], (self.ets[-j] for j in range(1, k + 1))))
-        return self._transfer(sample, start, outputs, t_from, t_to, t, return_dict)
+        return self._transfer(sample, start, outputs, t_from, t_to, tk, t, return_dict)
