@@ -125,7 +125,7 @@ def test_readme_table_from_results(tmp_path, quick_run):
     assert "**GPU**: unmeasured" in text
     assert result["environment"]["device"] in text
     # the latency suite's summary, per latent: scheduler loops as diffusers / fastdiff, host overhead, stats
-    assert "| SD 1.5 latent (16,384) |" in text and "DDIM step" in text and "host overhead" in text
+    assert "| SD 1.5 latent (16,384) |" in text and "| DDIM |" in text and "host overhead" in text
     # the same through the command line
     os.remove(path)
     assert main(["bench", "--readme", "--out", str(tmp_path)]) == 0
@@ -146,13 +146,14 @@ def test_latency_table_reads_ratios_and_overheads_from_the_rows():
             row("sample_step", "fastdiff", 0.05), row("sample_step", "model-calls-alone", 0.011),
             row("tensor_stats", "fastdiff", 0.02), row("tensor_stats", "naive-item", 0.1)]  # fmt: skip
     table = latency.table(rows).splitlines()
-    assert table[0] == (
-        "| latent | DDIM step | fused_step: host overhead | sample(): per step over the model "
+    assert table[0] == "| scheduler (per step) | SD 1.5 latent (16,384) |"
+    assert table[2] == "| DDIM | 2.00x (45 µs vs 90 µs) |"
+    assert table[4] == (
+        "| latent | fused_step: host overhead | sample(): per step over the model "
         "| tensor_stats().to_dict() vs 8 .item() |"
     )
-    assert table[2] == (
-        "| SD 1.5 latent (16,384) | 2.00x (45 µs vs 90 µs) | 12 µs (call 30 µs) | 39 µs (step 50 µs) "
-        "| 5.00x (20 µs vs 100 µs) |"
+    assert table[6] == (
+        "| SD 1.5 latent (16,384) | 12 µs (call 30 µs) | 39 µs (step 50 µs) | 5.00x (20 µs vs 100 µs) |"
     )
     assert latency.table([{**r, "suite": "stats"} for r in rows]) == ""
 

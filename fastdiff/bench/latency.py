@@ -50,6 +50,24 @@ SCHEDULERS = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
     "UniPC": ("UniPCMultistepScheduler", {}),
 }
+# every other Fast* drop-in, at the image latents of the issue's targets (SD 1.5, SDXL) only: two of them draw a
+# Brownian tree or many normals per step, which at video sizes would take minutes
+MORE_SCHEDULERS = {
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DDPM": ("DDPMScheduler", {}),
+    "PNDM": ("PNDMScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "DEIS": ("DEISMultistepScheduler", {}),
+    "DPM++ 2S (singlestep)": ("DPMSolverSinglestepScheduler", {}),
+    "DPM++ SDE": ("DPMSolverSDEScheduler", {}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+    "TCD": ("TCDScheduler", {}),
+    "EDM Euler": ("EDMEulerScheduler", {}),
+    "EDM DPM++ 2M": ("EDMDPMSolverMultistepScheduler", {}),
+}
+MORE_SHAPES = ("SD 1.5 latent", "SDXL latent")
 FLOW_SCHEDULERS = {"FlowMatch Euler": ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0})}
 QUICK_SCHEDULERS = ("DDIM", "Euler", "DPM++ 2M Karras")
 
@@ -61,7 +79,9 @@ def _shapes(cfg: BenchConfig) -> dict[str, tuple[int, ...]]:
 def _schedulers(shape_name: str, quick: bool) -> dict:
     if shape_name == "Flux tokens":
         return FLOW_SCHEDULERS
-    return {k: v for k, v in SCHEDULERS.items() if not quick or k in QUICK_SCHEDULERS}
+    if quick:
+        return {k: v for k, v in SCHEDULERS.items() if k in QUICK_SCHEDULERS}
+    return {**SCHEDULERS, **(MORE_SCHEDULERS if shape_name in MORE_SHAPES else {})}
 
 
 def count_cases(cfg: BenchConfig) -> int:
@@ -233,28 +253,32 @@ def _us(ms: float) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """The README's latency table: per shape, each scheduler loop as diffusers / fastdiff per step (higher is
-    better for fastdiff), the fused step's host overhead above its backend call, what a native `sample()` step
-    adds to its model call (the fused step included), and stats read on the host against the naive `.item()`
-    calls. Empty when the rows hold no latency suite."""
+    """The README's latency tables: each scheduler loop (a row) as diffusers / fastdiff per step at each latent (a
+    column; higher is better for fastdiff); then per latent the fused step's host overhead above its backend call,
+    what a native `sample()` step adds to its model call (the fused step included), and stats read on the host
+    against the naive `.item()` calls. Empty when the rows hold no latency suite."""
     mine = [r for r in rows if r.get("suite") == "latency"]
     if not mine:
         return ""
     by = {}
     for r in mine:
         by.setdefault(r["shape"], {}).setdefault(r["op"], {})[r["provider"]] = r["median_ms"]
+    shapes = [f"{shape} ({next(r['size'] for r in mine if r['shape'] == shape):,})" for shape in by]
     loops = list(dict.fromkeys(op for ops in by.values() for op in ops if op.startswith("loop:")))
-    head = ["latent"] + [f"{op[5:]} step" for op in loops]
-    head += ["fused_step: host overhead", "sample(): per step over the model", "tensor_stats().to_dict() vs 8 .item()"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    for shape, ops in by.items():
-        n = next(r["size"] for r in mine if r["shape"] == shape)
-        cells = [f"{shape} ({n:,})"]
-        for op in loops:
+    lines = ["| scheduler (per step) | " + " | ".join(shapes) + " |", "|---|" + "---:|" * len(shapes)]
+    for op in loops:
+        cells = [op[5:]]
+        for ops in by.values():
             t = ops.get(op)
             cells.append(
                 f"{t['diffusers'] / t['fastdiff']:.2f}x ({_us(t['fastdiff'])} vs {_us(t['diffusers'])})" if t else "–"
             )
+        lines.append("| " + " | ".join(cells) + " |")
+    head = ["latent", "fused_step: host overhead", "sample(): per step over the model"]
+    head += ["tensor_stats().to_dict() vs 8 .item()"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
+    for shape, ops in zip(shapes, by.values()):
+        cells = [shape]
         f = ops.get("fused_step", {})
         if "fastdiff" in f and "fastdiff-backend-call" in f:
             cells.append(f"{_us(f['fastdiff'] - f['fastdiff-backend-call'])} (call {_us(f['fastdiff'])})")
