@@ -186,7 +186,7 @@ def run_demo(out: str | None = None, quick: bool = False, seed: int = 0, print_f
         rec.step()
         if (i + 1) % every == 0:  # progress: one host read of the loss every tenth of the run
             elapsed = time.perf_counter() - train_start
-            print_fn(f"  step {i + 1:>5}/{train_steps}  loss {float(tensors['loss']):.4f}  ({elapsed:.0f}s)")
+            print_fn(f"  step {i + 1:>5}/{train_steps}  loss {float(tensors['loss'].detach()):.4f}  ({elapsed:.0f}s)")
 
     tr = train_denoiser(net, data, schedule, prediction_type="epsilon", steps=train_steps, batch_size=64, lr=3e-3,
                         seed=seed, max_seconds=train_seconds, on_step=probe)  # fmt: skip
