@@ -43,7 +43,7 @@ from .euler import churn_gamma, euler_ancestral_coeffs, euler_coeffs
 from .flow import flow_euler_coeffs
 from .heun import heun_correction_coeffs
 from .lms import lms_plan
-from .loop import model_output, run_plan
+from .loop import model_output, per_call, run_plan
 from .noise import BrownianTreeNoiseSampler, default_noise_sampler
 from .plan import PlannedStep, change_variables, ve_to_vp
 from .sde import dpmpp_sde_plan
@@ -101,8 +101,7 @@ def _run(
     extra_args = {} if extra_args is None else extra_args
     batch = x.shape[0]
     sig = torch.tensor([st.model_time for st in steps], dtype=torch.float64).to(x.device, x.dtype)
-    # [batch] per step, made at once: a tensor of its own per call (views of one buffer), which the model may edit
-    step_sigmas = sig.repeat_interleave(batch).view(len(steps), batch).unbind(0)
+    step_sigmas = per_call(sig, batch)
     outer = list(range(len(steps))) if outer is None else outer
 
     def call(i: int, st: PlannedStep, x: torch.Tensor):

@@ -78,6 +78,12 @@ def model_output(out, x: torch.Tensor, where) -> torch.Tensor:
     return out
 
 
+def per_call(values: torch.Tensor, batch: int) -> tuple[torch.Tensor, ...]:
+    """For each of `values` (the model times of a loop), a [batch] tensor of it, all made in one operation: every
+    model call gets a tensor of its own (views of one buffer), which the model may edit in place."""
+    return values.repeat_interleave(batch).view(len(values), batch).unbind(0)
+
+
 def _last_uses(steps) -> dict[tuple[str, int], int]:
     """(kind, j) -> index of the last step that takes it as history."""
     last = {}
@@ -233,11 +239,11 @@ def sample(
     x = x_T * sampler.init_noise_sigma if sampler.init_noise_sigma != 1.0 else x_T
     batch = x.shape[0]
     times = torch.tensor(sampler.model_times, dtype=sampler.time_dtype).to(x.device)  # one copy, up front
-    step_times = times.repeat_interleave(batch).view(len(times), batch).unbind(0)  # [batch] per step, made at once
+    step_times = per_call(times, batch)
 
     def call(i: int, st: PlannedStep, x: torch.Tensor):
         x_in = x * st.input_scale if st.input_scale != 1.0 else x
-        t = step_times[i]  # a tensor of its own per call (views of one buffer): the model may edit it in place
+        t = step_times[i]  # its own tensor (per_call)
         where = lambda: f"at step {i} (t={st.model_time:g})"  # noqa: E731 - formatted only for an error
         out = model_output(model(x_in, t, **extra_args), x, where)
         unc = model_output(model(x_in, t, **uncond_args), x, where) if uncond_args is not None else None
